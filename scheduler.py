@@ -1,0 +1,114 @@
+"""The polling scheduler: one APScheduler job per feed; each poll enqueues new items for workers.
+
+`python scheduler.py` is the same as `newswatch scheduler`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+
+import redis
+from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from worker.adapters import keys
+from worker.pipeline import poll_feed
+from worker.runtime import Runtime
+
+log = logging.getLogger("newswatch.scheduler")
+HEARTBEAT_EVERY = timedelta(seconds=10)
+HEARTBEAT_TTL = timedelta(seconds=60)
+
+
+def poll_job_id(feed: str) -> str:
+    return f"poll:{feed}"
+
+
+def build_scheduler(rt: Runtime, spread: Callable[[float], float] | None = None) -> BlockingScheduler:
+    """Schedule every feed. `spread(interval_seconds)` gives each feed's first-poll delay, so a
+    restart does not fire all feeds at once; tests pass a function returning 0."""
+    spread = spread or (lambda seconds: random.uniform(0, min(seconds, 10.0)))
+    feeds = rt.settings.feeds
+    scheduler = BlockingScheduler(
+        executors={"default": ThreadPoolExecutor(max_workers=max(1, min(8, len(feeds))))}, timezone="UTC"
+    )
+    now = rt.clock()
+    for feed in feeds:
+        interval = rt.settings.feed_interval(feed).total_seconds()
+        scheduler.add_job(
+            _poll_safely,
+            trigger=IntervalTrigger(seconds=interval, jitter=interval * rt.settings.polling.jitter or None),
+            args=[rt, feed.name],
+            id=poll_job_id(feed.name),
+            name=f"poll {feed.name}",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=max(1, int(interval)),
+            next_run_time=now + timedelta(seconds=spread(interval)),
+        )
+    scheduler.add_job(
+        _heartbeat,
+        trigger=IntervalTrigger(seconds=HEARTBEAT_EVERY.total_seconds()),
+        args=[rt],
+        id="heartbeat",
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=int(HEARTBEAT_EVERY.total_seconds()),
+        next_run_time=now,
+    )
+    scheduler.add_listener(lambda event: _remember_next_poll(rt, scheduler, event), EVENT_JOB_EXECUTED)
+    return scheduler
+
+
+def _poll_safely(rt: Runtime, feed_name: str) -> None:
+    """A poll must never take the scheduler down: Redis outages are logged and retried next time."""
+    try:
+        poll_feed(rt, rt.settings.feed(feed_name))
+    except redis.RedisError as e:
+        log.warning("feed=%s poll skipped, Redis unavailable: %s", feed_name, e.__class__.__name__)
+
+
+def _heartbeat(rt: Runtime) -> None:
+    try:
+        rt.redis.set(keys.heartbeat("scheduler"), socket.gethostname(), ex=HEARTBEAT_TTL)
+    except redis.RedisError as e:
+        log.warning("heartbeat failed, Redis unavailable: %s", e.__class__.__name__)
+
+
+def _remember_next_poll(rt: Runtime, scheduler: BlockingScheduler, event: JobExecutionEvent) -> None:
+    if not event.job_id.startswith("poll:"):
+        return
+    job = scheduler.get_job(event.job_id)
+    if job is None or job.next_run_time is None:
+        return
+    # Without Redis, status shows a stale next poll until it is back; the schedule is unaffected.
+    with contextlib.suppress(redis.RedisError):
+        rt.feed_states.update(event.job_id.removeprefix("poll:"), next_poll=job.next_run_time)
+
+
+def run(rt: Runtime) -> None:
+    scheduler = build_scheduler(rt)
+    log.info("scheduler started: %d feeds", len(rt.settings.feeds))
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+        log.info("scheduler stopped")
+
+
+if __name__ == "__main__":
+    import sys
+
+    from worker.cli import main
+
+    sys.exit(main(["scheduler", *sys.argv[1:]]))

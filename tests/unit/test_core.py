@@ -1,0 +1,215 @@
+"""Pure core: canonical links, identity, categories and topics, text, units, rendering."""
+
+from __future__ import annotations
+
+import ast
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from standardwebhooks import Webhook
+
+from worker.core.identity import delivery_id, link_identity, primary_identity
+from worker.core.links import canonical_link
+from worker.core.models import AlertMatch, Item
+from worker.core.query import parse_query, parse_term_list
+from worker.core.render import alert_payload, deliveries_for, log_line, webhook_body, webhook_signature
+from worker.core.rules import AlertRule, RuleSet, TopicRule, classify, too_old_to_alert
+from worker.core.text import fold, html_to_text, one_line, words
+from worker.core.topics import merge_topics, split_categories
+from worker.core.units import format_duration, parse_duration, parse_fraction, parse_size
+
+CORE = Path(__file__).resolve().parents[2] / "worker" / "core"
+IO_MODULES = {"redis", "rq", "httpx", "smtplib", "feedparser", "apscheduler", "socket", "requests", "urllib.request"}
+
+
+def test_core_imports_no_io_library() -> None:
+    for path in CORE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in IO_MODULES and name not in IO_MODULES, f"{path.name} imports {name}"
+                assert not name.startswith(("worker.adapters", "worker.config", "worker.pipeline")), path.name
+
+
+@pytest.mark.parametrize(
+    ("link", "canonical"),
+    [
+        ("HTTPS://EuLerPool.com/News/x#top", "https://eulerpool.com/News/x"),
+        ("https://eulerpool.com:443/news?utm_source=rss&utm_medium=feed&id=7", "https://eulerpool.com/news?id=7"),
+        ("https://eulerpool.com/news?fbclid=abc&gclid=def", "https://eulerpool.com/news"),
+        ("http://example.com", "http://example.com/"),
+        ("http://example.com:8080/a", "http://example.com:8080/a"),
+        ("https://eulerpool.com/news/büroflächen", "https://eulerpool.com/news/b%C3%BCrofl%C3%A4chen"),
+        ("https://eulerpool.com/news/b%c3%bcrofl%c3%a4chen", "https://eulerpool.com/news/b%C3%BCrofl%C3%A4chen"),
+        ("  https://example.com/a?b=1&a=2  ", "https://example.com/a?b=1&a=2"),
+        ("ftp://example.com/a", None),
+        ("not a link", None),
+        ("", None),
+        (None, None),
+        ("http://[::1", None),
+    ],
+)
+def test_canonical_link(link: str | None, canonical: str | None) -> None:
+    assert canonical_link(link) == canonical
+
+
+def test_identity_prefers_guid_then_link_then_title_and_date() -> None:
+    date = datetime(2025, 8, 15, 13, 51, tzinfo=UTC)
+    by_guid = primary_identity("f", "g1", "https://a/1", "T", date)
+    assert by_guid == primary_identity("f", "g1", "https://a/other", "Other", None)
+    assert by_guid != primary_identity("other-feed", "g1", "https://a/1", "T", date)
+    by_link = primary_identity("f", None, "https://a/1", "T", date)
+    assert by_link == primary_identity("f", None, "https://a/1", "Changed title", None)
+    by_text = primary_identity("f", None, None, "T", date)
+    assert by_text != primary_identity("f", None, None, "T", date + timedelta(minutes=1))
+    assert len({by_guid, by_link, by_text}) == 3
+    assert link_identity("https://a/1") == link_identity("https://a/1")
+    assert link_identity(None) is None
+
+
+def test_delivery_id_is_stable_and_distinct() -> None:
+    assert delivery_id("deepseek", "item1", "hook") == delivery_id("deepseek", "item1", "hook")
+    assert delivery_id("deepseek", "item1", "hook").startswith("msg_")
+    assert len({delivery_id("a", "i", "c"), delivery_id("a", "i", "d"), delivery_id("b", "i", "c")}) == 3
+
+
+def test_split_categories() -> None:
+    assert split_categories(["Finanzen / KI / DeepSeek / Huawei / Nvidia"]) == (
+        "Finanzen", "KI", "DeepSeek", "Huawei", "Nvidia",
+    )  # fmt: skip
+    assert split_categories(["Märkte, Aktien; Krypto|Bitcoin", "aktien", " ", ""]) == (
+        "Märkte", "Aktien", "Krypto", "Bitcoin",
+    )  # fmt: skip
+
+
+def test_merge_topics_keeps_first_spelling_and_sorts() -> None:
+    assert merge_topics(["KI", "Halbleiter"], ["finanzen"], ["Finanzen", "ki", "Nvidia"]) == (
+        "finanzen", "Halbleiter", "KI", "Nvidia",
+    )  # fmt: skip
+
+
+def test_text_helpers() -> None:
+    assert fold("Großbank ÄRGER Über Öl") == "grossbank aerger ueber oel"
+    assert fold("Mu\u0308nchen") == "muenchen"  # decomposed umlaut
+    assert words("KI-Modell, DeepSeek's R2") == ["ki", "modell", "deepseeks", "r2"]
+    assert html_to_text("<p>Eins</p><p>Zwei &amp; drei</p><script>alert(1)</script>") == "Eins Zwei & drei"
+    assert html_to_text("A&nbsp;B &lt;b&gt;") == "A B <b>"  # entities decoded, nbsp is whitespace
+    assert one_line("a\r\nb\u2028c\x00d\te") == "a b c d e"
+
+
+def test_units() -> None:
+    assert parse_duration("90s") == timedelta(seconds=90)
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("7d") == timedelta(days=7)
+    assert parse_duration(5) == timedelta(seconds=5)
+    assert parse_size("10MB") == 10_000_000
+    assert parse_size("512KB") == 512_000
+    assert parse_fraction("10%") == pytest.approx(0.1)
+    assert format_duration(timedelta(seconds=20)) == "20s"
+    for bad in ("5x", "", "m5", "-5s"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    for bad in ("ten", "10XB", -1):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def _item(**overrides: object) -> Item:
+    values: dict[str, object] = {
+        "feed": "eulerpool",
+        "guid": "eulerpool-news-deepseek-r2",
+        "link": "https://eulerpool.com/news/deepseek",
+        "canonical_link": "https://eulerpool.com/news/deepseek",
+        "title": "DeepSeek verschiebt Modellstart nach Problemen mit Huaweis KI-Chips",
+        "summary": "Trainingsläufe mit Huaweis Ascend-Prozessoren scheiterten.",
+        "content": "",
+        "categories": ("Finanzen", "KI", "DeepSeek", "Huawei", "Nvidia"),
+        "published": datetime(2025, 8, 15, 13, 51, tzinfo=UTC),
+        "id": "item-1",
+    }
+    values.update(overrides)
+    return Item(**values)  # type: ignore[arg-type]
+
+
+RULES = RuleSet(
+    topics=(
+        TopicRule("Halbleiter", parse_term_list(["Nvidia", "Huawei", "Ascend", "Chip*"])),
+        TopicRule("Krypto", parse_term_list(["Bitcoin"])),
+    ),
+    alerts=(
+        AlertRule("deepseek", parse_query("DeepSeek"), ("hook",)),
+        AlertRule("chips", parse_query("Huawei AND Chip*"), ("hook", "mail"), topics=frozenset({"halbleiter"})),
+        AlertRule("crypto", parse_query("Bitcoin"), ("hook",)),
+        AlertRule("other-feed", parse_query("DeepSeek"), ("hook",), feeds=frozenset({"heise"})),
+        AlertRule("krypto-only", parse_query("DeepSeek"), ("hook",), topics=frozenset({"krypto"})),
+    ),
+    feed_tags={"eulerpool": ("finanzen", "Börse")},
+)
+
+
+def test_classify_topics_and_alert_filters() -> None:
+    classified = classify(_item(), RULES)
+    assert classified.topics == ("Börse", "DeepSeek", "finanzen", "Halbleiter", "Huawei", "KI", "Nvidia")
+    assert [(m.alert, m.matched, m.channels) for m in classified.matches] == [
+        ("deepseek", ("DeepSeek",), ("hook",)),
+        ("chips", ("Huawei", "Chip*"), ("hook", "mail")),
+    ]
+
+
+def test_max_age() -> None:
+    now = datetime(2025, 8, 20, tzinfo=UTC)
+    assert too_old_to_alert(_item(), now, timedelta(days=3))
+    assert not too_old_to_alert(_item(), now, timedelta(days=7))
+    assert not too_old_to_alert(_item(), now, None)
+    assert not too_old_to_alert(_item(published=None), now, timedelta(days=3))
+
+
+def test_webhook_payload_shape_and_signature_verify_with_reference_library() -> None:
+    now = datetime(2026, 11, 28, 20, 0, tzinfo=UTC)
+    payload = alert_payload(AlertMatch("deepseek", ("DeepSeek",), ("hook",)), _item(), ("Halbleiter", "KI"), now)
+    assert payload == {
+        "type": "newswatch.alert",
+        "timestamp": "2026-11-28T20:00:00Z",
+        "data": {
+            "alert": "deepseek",
+            "matched": ["DeepSeek"],
+            "item": {
+                "id": "item-1",
+                "feed": "eulerpool",
+                "title": "DeepSeek verschiebt Modellstart nach Problemen mit Huaweis KI-Chips",
+                "link": "https://eulerpool.com/news/deepseek",
+                "published": "2025-08-15T13:51:00Z",
+                "summary": "Trainingsläufe mit Huaweis Ascend-Prozessoren scheiterten.",
+                "categories": ["Finanzen", "KI", "DeepSeek", "Huawei", "Nvidia"],
+                "topics": ["Halbleiter", "KI"],
+            },
+        },
+    }
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = webhook_body(payload)
+    timestamp = int(datetime.now(UTC).timestamp())
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": webhook_signature(secret, "msg_1", timestamp, body),
+    }
+    assert Webhook(secret).verify(body, headers) == json.loads(body)
+    headers["webhook-signature"] = webhook_signature("whsec_" + "A" * 32, "msg_1", timestamp, body)
+    with pytest.raises(Exception):  # noqa: B017 - the reference library raises its own error type
+        Webhook(secret).verify(body, headers)
+
+
+def test_deliveries_one_per_alert_and_channel_and_log_line() -> None:
+    classified = classify(_item(title="DeepSeek\r\nBcc: evil@example.com"), RULES)
+    deliveries = deliveries_for(classified, datetime(2026, 1, 1, tzinfo=UTC))
+    assert [(d.alert, d.channel) for d in deliveries] == [("deepseek", "hook")]
+    line = log_line(deliveries[0])
+    assert "\n" not in line and "\r" not in line
+    assert line.startswith("ALERT alert=deepseek feed=eulerpool item=item-1 matched=DeepSeek")

@@ -1,0 +1,1 @@
+"""Adapters: one module per outside thing (HTTP, feed parsing, Redis, RQ, webhook, log sink)."""

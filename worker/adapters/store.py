@@ -1,0 +1,163 @@
+"""Redis state: the seen-store (atomic dedupe) and per-feed poll state.
+
+The one place where 'mark seen' and 'enqueue deliveries' become a single MULTI/EXEC: a worker
+that dies before EXEC leaves nothing behind (the batch is retried and finds the items unseen);
+a worker that dies after EXEC leaves both the marks and the delivery jobs. There is no state in
+between, so no alert is lost and none is enqueued twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+from worker.adapters import keys
+from worker.core.models import Delivery, Item, parse_utc, utc_iso
+
+log = logging.getLogger(__name__)
+
+EnqueueFn = Callable[[Pipeline, Sequence[Delivery]], None]
+_MAX_WATCH_RETRIES = 20
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An item with its identities and the deliveries it causes if it turns out to be new."""
+
+    item: Item
+    identities: tuple[str, ...]
+    deliveries: tuple[Delivery, ...] = ()
+
+
+def identities_of(item: Item, link_identity: str | None) -> tuple[str, ...]:
+    return (item.id, link_identity) if link_identity else (item.id,)
+
+
+class SeenStore:
+    def __init__(self, connection: redis.Redis, ttl: timedelta) -> None:
+        self.redis = connection
+        self.ttl = int(ttl.total_seconds())
+
+    def unseen(self, candidates: Sequence[Candidate]) -> list[Candidate]:
+        """Cheap pre-filter for the scheduler: drop what is certainly seen (one round trip)."""
+        if not candidates:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for candidate in candidates:
+                pipe.exists(*(keys.seen(i) for i in candidate.identities))
+            counts = pipe.execute()
+        return [c for c, count in zip(candidates, counts, strict=True) if count == 0]
+
+    def commit_new(self, feed: str, candidates: Sequence[Candidate], enqueue: EnqueueFn) -> list[Candidate]:
+        """Atomically: keep the candidates none of whose identities is seen, mark them seen and
+        enqueue their deliveries. Returns the candidates that were new."""
+        all_keys = sorted({keys.seen(i) for c in candidates for i in c.identities})
+        if not all_keys:
+            return []
+        for _ in range(_MAX_WATCH_RETRIES):
+            with self.redis.pipeline() as pipe:
+                try:
+                    pipe.watch(*all_keys)  # type: ignore[no-untyped-call]
+                    present = {k for k, v in zip(all_keys, pipe.mget(all_keys), strict=True) if v is not None}
+                    new = _first_of_each_story(candidates, present)
+                    pipe.multi()
+                    for candidate in new:
+                        for identity in candidate.identities:
+                            pipe.set(keys.seen(identity), b"1", ex=self.ttl)
+                    if new:
+                        pipe.hincrby(keys.feed_state(feed), "items_seen", len(new))
+                        enqueue(pipe, [d for c in new for d in c.deliveries])
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    log.debug("feed=%s seen-store contention, retrying batch", feed)
+        raise RuntimeError(f"feed={feed}: could not commit a batch after {_MAX_WATCH_RETRIES} tries")
+
+
+def _first_of_each_story(candidates: Sequence[Candidate], present: set[str]) -> list[Candidate]:
+    taken = set(present)
+    new = []
+    for candidate in candidates:
+        ids = {keys.seen(i) for i in candidate.identities}
+        if ids & taken:
+            continue
+        taken |= ids
+        new.append(candidate)
+    return new
+
+
+@dataclass
+class FeedState:
+    """What we remember about one feed between polls."""
+
+    url: str | None = None  # where the feed now lives, when a permanent redirect moved it
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    last_poll: datetime | None = None
+    last_success: datetime | None = None
+    next_poll: datetime | None = None
+    error: str | None = None
+    error_count: int = 0
+    items_seen: int = 0
+    disabled: bool = False
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> FeedState:
+        data = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+        return cls(
+            url=data.get("url") or None,
+            etag=data.get("etag") or None,
+            last_modified=data.get("last_modified") or None,
+            body_hash=data.get("body_hash") or None,
+            last_poll=parse_utc(data.get("last_poll")),
+            last_success=parse_utc(data.get("last_success")),
+            next_poll=parse_utc(data.get("next_poll")),
+            error=data.get("error") or None,
+            error_count=int(data.get("error_count") or 0),
+            items_seen=int(data.get("items_seen") or 0),
+            disabled=data.get("disabled") == "1",
+        )
+
+
+class FeedStateStore:
+    def __init__(self, connection: redis.Redis) -> None:
+        self.redis = connection
+
+    def get(self, feed: str) -> FeedState:
+        return FeedState.from_hash(self.redis.hgetall(keys.feed_state(feed)))  # type: ignore[arg-type]
+
+    def update(self, feed: str, **values: Any) -> None:
+        """Set fields; None deletes a field. Datetimes are stored as ISO UTC."""
+        to_set: dict[str, str] = {}
+        to_delete: list[str] = []
+        for name, value in values.items():
+            if value is None:
+                to_delete.append(name)
+            elif isinstance(value, datetime):
+                to_set[name] = utc_iso(value)
+            elif isinstance(value, bool):
+                to_set[name] = "1" if value else "0"
+            else:
+                to_set[name] = str(value)
+        with self.redis.pipeline() as pipe:
+            if to_set:
+                pipe.hset(keys.feed_state(feed), mapping=to_set)  # type: ignore[arg-type]
+            if to_delete:
+                pipe.hdel(keys.feed_state(feed), *to_delete)
+            pipe.execute()
+
+    def record_error(self, feed: str, message: str, now: datetime, disable: bool = False) -> int:
+        with self.redis.pipeline() as pipe:
+            pipe.hset(keys.feed_state(feed), mapping={"error": message, "last_poll": utc_iso(now)})
+            pipe.hincrby(keys.feed_state(feed), "error_count", 1)
+            if disable:
+                pipe.hset(keys.feed_state(feed), "disabled", "1")
+            _, count, *_ = pipe.execute()
+        return int(count)

@@ -1,0 +1,62 @@
+"""Webhook channel: POST the alert JSON, signed per Standard Webhooks when a secret is set."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from worker.adapters.http_fetch import USER_AGENT
+from worker.core.errors import DeliveryError, PermanentDeliveryError
+from worker.core.models import Delivery
+from worker.core.render import webhook_body, webhook_signature
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    status: int
+    seconds: float
+
+
+def send_webhook(
+    client: httpx.Client,
+    url: str,
+    secret: str | None,
+    delivery: Delivery,
+    timeout: float,
+    extra_headers: dict[str, str] | None = None,
+) -> SendOutcome:
+    body = webhook_body(delivery.payload)
+    timestamp = int(time.time())  # fresh per try, as Standard Webhooks expects
+    headers = {
+        **(extra_headers or {}),
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": delivery.delivery_id,
+        "webhook-timestamp": str(timestamp),
+    }
+    if secret:
+        headers["webhook-signature"] = webhook_signature(secret, delivery.delivery_id, timestamp, body)
+    started = time.monotonic()
+    try:
+        response = client.post(url, content=body, headers=headers, timeout=timeout, follow_redirects=False)
+    except httpx.TimeoutException as e:
+        raise DeliveryError(f"webhook {delivery.channel}: timed out after {timeout:g}s") from e
+    except httpx.TransportError as e:
+        # The exception text can carry the URL (tokens live in webhook URLs), so name only its kind.
+        raise DeliveryError(f"webhook {delivery.channel}: {_transport_reason(e)}") from e
+    elapsed = time.monotonic() - started
+    if response.status_code == 410:
+        raise PermanentDeliveryError(f"webhook {delivery.channel}: HTTP 410 Gone, receiver refuses alerts")
+    if not 200 <= response.status_code < 300:
+        raise DeliveryError(f"webhook {delivery.channel}: HTTP {response.status_code}")
+    return SendOutcome(response.status_code, elapsed)
+
+
+def _transport_reason(error: httpx.TransportError) -> str:
+    if isinstance(error, httpx.ConnectError):
+        return "connection refused" if "refused" in str(error).lower() else "cannot connect"
+    if isinstance(error, httpx.RemoteProtocolError):
+        return "connection closed by receiver"
+    return error.__class__.__name__

@@ -1,0 +1,133 @@
+"""The `newswatch` command (SPEC §2). Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import redis
+
+from worker import __version__
+from worker.config import Config, load_config
+from worker.core.errors import ConfigError, DeliveryError
+from worker.logs import configure_logging
+
+log = logging.getLogger("newswatch")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # usage errors exit 2, as argparse does, with our wording
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"newswatch: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--config", help="config file (default: $NEWSWATCH_CONFIG or config/newswatch.yaml)")
+    common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    common.add_argument("--log-format", default="text", choices=["text", "json"])
+    parser = _Parser(prog="newswatch", description="News monitoring daemon: feeds in, alerts out.")
+    parser.add_argument("--version", action="version", version=f"newswatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", parents=[common], help="scheduler + workers as one supervised process")
+    run.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    sub.add_parser("scheduler", parents=[common], help="the polling scheduler alone")
+    worker = sub.add_parser("worker", parents=[common], help="an RQ worker on the pipeline queues")
+    worker.add_argument("--burst", action="store_true", help="drain the queues, then exit")
+    worker.add_argument("--queues", nargs="+", metavar="Q", help="queues to work on (default: all)")
+    worker.add_argument("--name", help="worker name (default: generated)")
+    poll = sub.add_parser("poll", parents=[common], help="poll feeds once now, enqueue what is new")
+    poll.add_argument("--feed", action="append", metavar="NAME", help="only this feed (repeatable)")
+    status = sub.add_parser("status", parents=[common], help="feeds and queues at a glance")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("check-config", parents=[common], help="validate the configuration")
+    test_alert = sub.add_parser("test-alert", parents=[common], help="send a sample alert through a channel")
+    test_alert.add_argument("channel")
+    dashboard = sub.add_parser("dashboard", parents=[common], help="rq-dashboard on the same Redis")
+    dashboard.add_argument("--bind", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=9181)
+    replay = sub.add_parser("replay-failed", parents=[common], help="send failed deliveries again")
+    replay.add_argument("--channel", help="only deliveries to this channel")
+    sub.add_parser("health", parents=[common], help="exit 0 when Redis, scheduler and workers are alive")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"newswatch: invalid configuration ({len(e.problems)} problem(s)):", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "check-config":
+        return _check_config(config)
+    from worker.monitoring import init_sentry
+
+    init_sentry(config)
+    _stop_on_sigterm()
+    try:
+        return _dispatch(args, config)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except redis.ConnectionError as e:
+        print(
+            f"newswatch: cannot reach Redis ({_redis_reason(e)}); check redis.url or REDIS_URL",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+
+
+def _dispatch(args: argparse.Namespace, config: Config) -> int:
+    from worker import commands
+
+    handlers = {
+        "run": lambda: commands.run(config, args.workers, args.log_level, args.log_format),
+        "scheduler": lambda: commands.scheduler(config),
+        "worker": lambda: commands.worker(config, args.burst, args.queues, args.name),
+        "poll": lambda: commands.poll(config, args.feed),
+        "status": lambda: commands.status(config, args.json),
+        "test-alert": lambda: commands.test_alert(config, args.channel),
+        "dashboard": lambda: commands.dashboard(config, args.bind, args.port),
+        "replay-failed": lambda: commands.replay_failed(config, args.channel),
+        "health": lambda: commands.health(config),
+    }
+    try:
+        return handlers[args.command]()
+    except DeliveryError as e:
+        print(f"newswatch: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _check_config(config: Config) -> int:
+    s = config.settings
+    print(
+        f"{config.path}: OK — {len(s.feeds)} feeds, {len(s.alerts)} alerts, "
+        f"{len(s.topics)} topics, {len(s.channels)} channels"
+    )
+    return EXIT_OK
+
+
+def _stop_on_sigterm() -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _redis_reason(error: redis.ConnectionError) -> str:
+    text = str(error)
+    return "connection refused" if "refused" in text.lower() else error.__class__.__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""What each `newswatch` sub-command does; `cli` parses arguments and handles exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from rq import Worker
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from worker import channels, jobs
+from worker.adapters import keys, queues
+from worker.config import Config
+from worker.core.errors import DeliveryError
+from worker.core.models import AlertMatch, Item, utc_iso
+from worker.core.render import deliveries_for
+from worker.core.rules import Classified
+from worker.pipeline import poll_feed
+from worker.runtime import Runtime, connect
+
+log = logging.getLogger("newswatch")
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def scheduler(config: Config) -> int:
+    import scheduler as scheduler_module
+
+    scheduler_module.run(connect(config))
+    return EXIT_OK
+
+
+def worker(config: Config, burst: bool, queue_names: list[str] | None, name: str | None) -> int:
+    rt = connect(config)
+    jobs.install(rt)
+    names = queue_names or list(keys.QUEUES)
+    rq_worker = Worker(
+        [queues.queue(rt.redis, n) for n in names], connection=rt.redis, serializer=JSONSerializer, name=name
+    )
+    # with_scheduler: RQ's scheduler moves delivery retries back onto the queue when their time comes.
+    rq_worker.work(
+        burst=burst, with_scheduler=True, logging_level=logging.getLevelName(logging.getLogger().level)
+    )
+    return EXIT_OK
+
+
+def poll(config: Config, feed_names: list[str] | None) -> int:
+    feeds = config.settings.feeds
+    if feed_names:
+        unknown = sorted(set(feed_names) - {f.name for f in feeds})
+        if unknown:
+            print(f"newswatch: unknown feed(s): {', '.join(unknown)}", file=sys.stderr)
+            return EXIT_USAGE
+        feeds = [f for f in feeds if f.name in feed_names]
+    rt = connect(config)
+    failed = 0
+    for feed in feeds:
+        outcome = poll_feed(rt, feed)
+        if outcome.status == "error":
+            failed += 1
+            print(f"{feed.name}: error: {outcome.error}")
+        elif outcome.status == "disabled":
+            print(f"{feed.name}: disabled ({outcome.error})")
+        else:
+            print(f"{feed.name}: {outcome.status}, {outcome.items} items, {outcome.enqueued} new")
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def status_data(rt: Runtime) -> dict[str, Any]:
+    feeds = []
+    for feed in rt.settings.feeds:
+        state = rt.feed_states.get(feed.name)
+        feeds.append(
+            {
+                "name": feed.name,
+                "url": rt.config.redact(state.url or feed.url),
+                "disabled": state.disabled,
+                "last_poll": _iso(state.last_poll),
+                "last_success": _iso(state.last_success),
+                "next_poll": _iso(state.next_poll),
+                "error": state.error,
+                "error_count": state.error_count,
+                "items_seen": state.items_seen,
+            }
+        )
+    counts = queues.queue_counts(rt.redis)
+    return {
+        "feeds": feeds,
+        "queues": [
+            {"name": c.name, "queued": c.queued, "started": c.started, "failed": c.failed} for c in counts
+        ],
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return utc_iso(moment) if moment else None
+
+
+def status(config: Config, as_json: bool) -> int:
+    data = status_data(connect(config))
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    feeds = Table(title="Feeds")
+    for column in ("feed", "last success", "next poll", "errors", "items seen", "problem"):
+        feeds.add_column(column)
+    for f in data["feeds"]:
+        problem = ("[red]disabled: [/red]" if f["disabled"] else "") + (f["error"] or "")
+        feeds.add_row(
+            f["name"], f["last_success"] or "never", f["next_poll"] or "-", str(f["error_count"]),
+            str(f["items_seen"]), problem or "[green]ok[/green]",
+        )  # fmt: skip
+    queue_table = Table(title="Queues")
+    for column in ("queue", "queued", "started", "failed"):
+        queue_table.add_column(column)
+    for q in data["queues"]:
+        queue_table.add_row(q["name"], str(q["queued"]), str(q["started"]), str(q["failed"]))
+    console = Console()
+    console.print(feeds)
+    console.print(queue_table)
+    return EXIT_OK
+
+
+def sample_item() -> Item:
+    """The Eulerpool DeepSeek story, as a sample for test-alert."""
+    return Item(
+        feed="newswatch-test",
+        guid=None,
+        link="https://eulerpool.com/news/deepseek-verschiebt-modellstart-nach-problemen-mit-huaweis-ki-chips",
+        canonical_link=None,
+        title="DeepSeek verschiebt Modellstart nach Problemen mit Huaweis KI-Chips",
+        summary="DeepSeek hat die Einführung des KI-Modells R2 verschoben, da Trainingsläufe mit "
+        "Huawei-Chips fehlschlugen. Das Unternehmen kehrt zu Nvidia zurück.",
+        content="",
+        categories=("Finanzen", "KI", "DeepSeek", "Huawei", "Nvidia"),
+        published=datetime(2025, 8, 15, 13, 51, tzinfo=UTC),
+        id="test-" + uuid.uuid4().hex[:12],
+    )
+
+
+def test_alert(config: Config, channel: str) -> int:
+    if channel not in config.settings.channels and channel != "console":
+        known = ", ".join(sorted(config.settings.channels)) or "none"
+        print(f"newswatch: unknown channel {channel!r} (configured: {known})", file=sys.stderr)
+        return EXIT_USAGE
+    rt = Runtime(config, redis=None)  # type: ignore[arg-type]  # sending needs no Redis
+    item = sample_item()
+    match = AlertMatch("newswatch-test", ("DeepSeek",), (channel,))
+    (delivery,) = deliveries_for(Classified(item, ("KI", "Halbleiter"), (match,)), rt.clock())
+    started = time.monotonic()
+    try:
+        outcome = channels.send(rt, delivery)
+    except DeliveryError as e:
+        print(f"test-alert {channel}: FAILED after {time.monotonic() - started:.2f}s: {e}")
+        return EXIT_FAILURE
+    answer = f"HTTP {outcome.status}" if outcome.status else "written"
+    took = f"{outcome.seconds * 1000:.0f} ms"
+    print(f"test-alert {channel}: delivered ({answer}) in {took}, id {delivery.delivery_id}")
+    return EXIT_OK
+
+
+def replay_failed(config: Config, channel: str | None) -> int:
+    rt = connect(config)
+    registry = FailedJobRegistry(queue=rt.deliveries_queue)
+    replayed = 0
+    for job_id in registry.get_job_ids():
+        job = rt.deliveries_queue.fetch_job(job_id)
+        if job is None:
+            continue
+        if channel and job.args and job.args[0].get("channel") != channel:
+            continue
+        registry.requeue(job_id)  # same job id = same delivery id = same webhook-id
+        replayed += 1
+    print(f"replayed {replayed} failed deliveries" + (f" to channel {channel}" if channel else ""))
+    return EXIT_OK
+
+
+def health(config: Config) -> int:
+    rt = connect(config)
+    problems = []
+    try:
+        rt.redis.ping()
+    except Exception as e:  # any failure to reach Redis means unhealthy
+        print(f"unhealthy: Redis unreachable ({e.__class__.__name__})")
+        return EXIT_FAILURE
+    if not rt.redis.exists(keys.heartbeat("scheduler")):
+        problems.append("no scheduler heartbeat")
+    if not Worker.all(connection=rt.redis):
+        problems.append("no live worker")
+    if problems:
+        print("unhealthy: " + "; ".join(problems))
+        return EXIT_FAILURE
+    print("healthy")
+    return EXIT_OK
+
+
+def dashboard(config: Config, bind: str, port: int) -> int:
+    env = {**os.environ, "RQ_DASHBOARD_REDIS_URL": config.settings.redis.url}
+    user, password = (
+        os.environ.get("NEWSWATCH_DASHBOARD_USER"),
+        os.environ.get("NEWSWATCH_DASHBOARD_PASSWORD"),
+    )
+    if user and password:
+        env |= {"RQ_DASHBOARD_USERNAME": user, "RQ_DASHBOARD_PASSWORD": password}
+    argv = [sys.executable, "-m", "rq_dashboard", "--bind", bind, "--port", str(port), "--json"]
+    # The Redis URL travels in the environment, not argv, so `ps` does not show its password.
+    return subprocess.call(argv, env=env)
+
+
+def run(config: Config, workers: int, log_level: str, log_format: str) -> int:
+    from worker.supervisor import Supervisor
+
+    base = [sys.executable, "-m", "worker.cli"]
+    flags = ["--config", config.path, "--log-level", log_level, "--log-format", log_format]
+    programs = {"scheduler": [*base, "scheduler", *flags]}
+    for index in range(max(1, workers)):
+        programs[f"worker-{index + 1}"] = [*base, "worker", *flags]
+    return Supervisor(programs).run()

@@ -1,0 +1,37 @@
+"""One exception hierarchy for everything newswatch raises on purpose."""
+
+
+class NewswatchError(Exception):
+    """Base of every expected newswatch failure."""
+
+
+class ConfigError(NewswatchError):
+    """The configuration is invalid; `problems` lists each one as 'key.path: message'."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class QuerySyntaxError(NewswatchError):
+    """An alert or topic query does not parse."""
+
+
+class FetchError(NewswatchError):
+    """A feed could not be fetched; the message is meant for people (status, logs)."""
+
+
+class FeedParseError(NewswatchError):
+    """A body was fetched but is not a feed we can read."""
+
+
+class DeliveryError(NewswatchError):
+    """An alert could not be delivered through a channel; it will be retried."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """An alert can never be delivered through this channel (e.g. HTTP 410): do not retry."""
+
+
+class FeedGoneError(FetchError):
+    """The feed answered 410 Gone: it is disabled until the config changes."""

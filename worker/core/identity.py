@@ -1,0 +1,45 @@
+"""Item identity: which items are 'the same story' (SPEC §4), as short versioned hashes.
+
+The hash input starts with a version tag; changing how identity is computed means a new
+version, so old seen-keys simply expire instead of being misread.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime
+
+from worker.core.models import utc_iso
+
+IDENTITY_VERSION = "v1"
+
+
+def _digest(*parts: str, size: int = 12) -> str:
+    data = "\x1f".join((IDENTITY_VERSION, *parts)).encode("utf-8", "surrogatepass")
+    raw = hashlib.blake2b(data, digest_size=size).digest()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def primary_identity(
+    feed: str, guid: str | None, link: str | None, title: str, published: datetime | None
+) -> str:
+    """Feed + GUID; without a GUID, feed + link; without either, feed + title + published date.
+
+    This is also the item id shown to users and receivers.
+    """
+    if guid:
+        return _digest("guid", feed, guid)
+    if link:
+        return _digest("link", feed, link)
+    return _digest("text", feed, title, utc_iso(published) if published else "")
+
+
+def link_identity(canonical: str | None) -> str | None:
+    """The second identity, shared across feeds: the canonical link."""
+    return _digest("canonical", canonical) if canonical else None
+
+
+def delivery_id(alert: str, item: str, channel: str) -> str:
+    """Same (alert, item, channel) -> same id on every try, so receivers can drop repeats."""
+    return "msg_" + _digest("delivery", alert, item, channel, size=15)

@@ -1,0 +1,281 @@
+"""The alert query language of SPEC §5, parsed once into a tree and evaluated per item.
+
+    query   := or
+    or      := and ("OR" and)*
+    and     := unary (["AND"] unary)*          adjacent terms mean AND
+    unary   := ("NOT" | "-") unary | primary
+    primary := [field ":"] ( "(" or ")" | '"' phrase '"' | word["*"] )
+
+A term matches whole folded words (see `text.fold`); each word may carry a genitive or
+possessive trailing s; a trailing * makes the last word a prefix; a phrase matches its
+words in sequence. Operators are upper-case only, so "and" is an ordinary word.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from worker.core.errors import QuerySyntaxError
+from worker.core.text import words
+
+FIELDS = ("title", "summary", "category")
+_OPERATORS = frozenset({"AND", "OR", "NOT"})
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<lparen>\()
+      | (?P<rparen>\))
+      | (?P<minus>-)(?=[\w"(*])
+      | (?:(?P<field>title|summary|category):)?(?:"(?P<phrase>[^"]*)"|(?P<word>[^\s()"]+)|(?=\())
+    )""",
+    re.VERBOSE | re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Term:
+    """A word, prefix or phrase, limited to one field or (field None) matched everywhere."""
+
+    source: str
+    words: tuple[str, ...]
+    prefix: bool
+    field: str | None
+
+    @property
+    def key(self) -> tuple[str | None, tuple[str, ...], bool]:
+        return (self.field, self.words, self.prefix)
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: Node
+
+
+@dataclass(frozen=True)
+class And:
+    operands: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Or:
+    operands: tuple[Node, ...]
+
+
+Node = Term | Not | And | Or
+
+
+@dataclass
+class ItemText:
+    """The searchable text of one item, folded once, with a cache of term results."""
+
+    fields: dict[str, list[list[str]]]
+    _sets: dict[str, set[str]] = field(default_factory=dict)
+    _cache: dict[tuple[str | None, tuple[str, ...], bool], bool] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, title: str, summary: Iterable[str], categories: Iterable[str]) -> ItemText:
+        return cls(
+            {
+                "title": [words(title)],
+                "summary": [words(text) for text in summary if text],
+                "category": [words(c) for c in categories],
+            }
+        )
+
+    def word_set(self, name: str) -> set[str]:
+        if name not in self._sets:
+            self._sets[name] = {w for seq in self.fields[name] for w in seq}
+        return self._sets[name]
+
+    def has(self, term: Term) -> bool:
+        cached = self._cache.get(term.key)
+        if cached is None:
+            names = (term.field,) if term.field else FIELDS
+            cached = any(self._field_has(name, term) for name in names)
+            self._cache[term.key] = cached
+        return cached
+
+    def _field_has(self, name: str, term: Term) -> bool:
+        if len(term.words) == 1 and not term.prefix:
+            present = self.word_set(name)
+            return term.words[0] in present or term.words[0] + "s" in present
+        return any(_sequence_has(seq, term) for seq in self.fields[name])
+
+
+def _word_matches(word: str, wanted: str, prefix: bool) -> bool:
+    if prefix:
+        return word.startswith(wanted)
+    return word == wanted or (len(word) == len(wanted) + 1 and word.endswith("s") and word.startswith(wanted))
+
+
+def _sequence_has(seq: list[str], term: Term) -> bool:
+    n = len(term.words)
+    last = n - 1
+    for start in range(len(seq) - n + 1):
+        if all(_word_matches(seq[start + i], term.words[i], term.prefix and i == last) for i in range(n)):
+            return True
+    return False
+
+
+def evaluate(node: Node, text: ItemText) -> bool:
+    if isinstance(node, Term):
+        return text.has(node)
+    if isinstance(node, Not):
+        return not evaluate(node.operand, text)
+    if isinstance(node, And):
+        return all(evaluate(op, text) for op in node.operands)
+    return any(evaluate(op, text) for op in node.operands)
+
+
+def positive_terms(node: Node, negated: bool = False) -> list[Term]:
+    """Terms whose presence counts for the query (not under an odd number of NOTs)."""
+    if isinstance(node, Term):
+        return [] if negated else [node]
+    if isinstance(node, Not):
+        return positive_terms(node.operand, not negated)
+    return [t for op in node.operands for t in positive_terms(op, negated)]
+
+
+def matched_terms(node: Node, text: ItemText) -> list[str]:
+    """The query's terms, as written, that are present in a matching item."""
+    seen: dict[str, None] = {}
+    for term in positive_terms(node):
+        if text.has(term):
+            seen.setdefault(term.source, None)
+    return list(seen)
+
+
+def make_term(raw: str, field_name: str | None = None, phrase: bool = False) -> Term:
+    prefix = raw.endswith("*") and not phrase
+    body = raw[:-1] if prefix else raw
+    term_words = tuple(words(body))
+    if not term_words:
+        raise QuerySyntaxError(f"term {raw!r} has no letters or digits to match")
+    source = f'"{raw}"' if phrase else raw
+    if field_name:
+        source = f"{field_name}:{source}"
+    return Term(source, term_words, prefix, field_name.lower() if field_name else None)
+
+
+class _Parser:
+    def __init__(self, query: str) -> None:
+        self.tokens = _tokenize(query)
+        self.pos = 0
+
+    def peek(self) -> tuple[str, str, str | None] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self) -> tuple[str, str, str | None]:
+        token = self.tokens[self.pos]
+        self.pos += 1
+        return token
+
+    def parse(self) -> Node:
+        if not self.tokens:
+            raise QuerySyntaxError("empty query")
+        node = self.parse_or(None)
+        if self.peek() is not None:
+            raise QuerySyntaxError(f"unexpected {self.peek()[1]!r}")  # type: ignore[index]
+        return node
+
+    def parse_or(self, field_name: str | None) -> Node:
+        operands = [self.parse_and(field_name)]
+        while self._is_op("OR"):
+            self.take()
+            operands.append(self.parse_and(field_name))
+        return operands[0] if len(operands) == 1 else Or(tuple(operands))
+
+    def parse_and(self, field_name: str | None) -> Node:
+        operands = [self.parse_unary(field_name)]
+        while (token := self.peek()) is not None and token[0] != "rparen" and not self._is_op("OR"):
+            if self._is_op("AND"):
+                self.take()
+            operands.append(self.parse_unary(field_name))
+        return operands[0] if len(operands) == 1 else And(tuple(operands))
+
+    def parse_unary(self, field_name: str | None) -> Node:
+        if self._is_op("NOT") or self._kind() == "minus":
+            self.take()
+            return Not(self.parse_unary(field_name))
+        return self.parse_primary(field_name)
+
+    def parse_primary(self, field_name: str | None) -> Node:
+        token = self.peek()
+        if token is None:
+            raise QuerySyntaxError("query ends where a term was expected")
+        kind, value, token_field = self.take()
+        field_name = token_field or field_name
+        if kind == "lparen":
+            node = self.parse_or(field_name)
+            if self._kind() != "rparen":
+                raise QuerySyntaxError("missing closing parenthesis")
+            self.take()
+            return node
+        if kind == "phrase":
+            return make_term(value, field_name, phrase=True)
+        if kind == "word" and value not in _OPERATORS:
+            return make_term(value, field_name)
+        raise QuerySyntaxError(f"unexpected {value!r} where a term was expected")
+
+    def _kind(self) -> str | None:
+        token = self.peek()
+        return token[0] if token else None
+
+    def _is_op(self, name: str) -> bool:
+        token = self.peek()
+        return token is not None and token[0] == "word" and token[1] == name and token[2] is None
+
+
+def _tokenize(query: str) -> list[tuple[str, str, str | None]]:
+    tokens: list[tuple[str, str, str | None]] = []
+    pos = 0
+    stripped_end = len(query.rstrip())
+    while pos < stripped_end:
+        match = _TOKEN.match(query, pos)
+        if match is None or match.end() == pos:
+            rest = query[pos:].strip()
+            if rest.startswith('"'):
+                raise QuerySyntaxError("unclosed quotation mark")
+            raise QuerySyntaxError(f"cannot read {rest[:20]!r}")
+        pos = match.end()
+        field_name = match.group("field")
+        field_name = field_name.lower() if field_name else None
+        for kind in ("lparen", "rparen", "minus", "phrase", "word"):
+            value = match.group(kind)
+            if value is not None:
+                tokens.append((kind, value, field_name))
+                break
+        else:  # a field prefix directly before "("
+            tokens.append(("lparen", "(", field_name))
+            pos += len(query[pos:]) - len(query[pos:].lstrip()) + 1
+    return tokens
+
+
+def parse_query(query: str) -> Node:
+    """Parse a query string; raises QuerySyntaxError with a message a person understands."""
+    return _Parser(query).parse()
+
+
+_PLAIN_TERM = re.compile(r'[^"()]+')
+
+
+def parse_term_list(entries: Iterable[str]) -> Node:
+    """Topic terms: each entry is a term (spaces make a phrase) unless it uses query syntax."""
+    nodes: list[Node] = []
+    for entry in entries:
+        entry_words = entry.split()
+        plain = (
+            _PLAIN_TERM.fullmatch(entry.strip()) is not None
+            and not _OPERATORS.intersection(entry_words)
+            and not entry.strip().startswith("-")
+        )
+        if plain and len(entry_words) > 1:
+            nodes.append(make_term(" ".join(entry_words), phrase=True))
+        elif plain:
+            nodes.append(make_term(entry.strip()))
+        else:
+            nodes.append(parse_query(entry))
+    if not nodes:
+        raise QuerySyntaxError("no terms")
+    return nodes[0] if len(nodes) == 1 else Or(tuple(nodes))

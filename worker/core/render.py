@@ -1,0 +1,88 @@
+"""What receivers get: the webhook payload of SPEC §6, its Standard Webhooks signature, the log line."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import datetime
+from typing import Any
+
+from worker.core.identity import delivery_id
+from worker.core.models import AlertMatch, Delivery, Item, utc_iso
+from worker.core.rules import Classified
+from worker.core.text import one_line
+
+
+def item_payload(item: Item, topics: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "feed": item.feed,
+        "title": item.title,
+        "link": item.link,
+        "published": utc_iso(item.published) if item.published else None,
+        "summary": item.summary,
+        "categories": list(item.categories),
+        "topics": list(topics),
+    }
+
+
+def alert_payload(match: AlertMatch, item: Item, topics: tuple[str, ...], now: datetime) -> dict[str, Any]:
+    return {
+        "type": "newswatch.alert",
+        "timestamp": utc_iso(now),
+        "data": {"alert": match.alert, "matched": list(match.matched), "item": item_payload(item, topics)},
+    }
+
+
+def deliveries_for(classified: Classified, now: datetime) -> list[Delivery]:
+    """One delivery per (alert, channel); the payload is fixed now so every retry sends the same body."""
+    result = []
+    for match in classified.matches:
+        payload = alert_payload(match, classified.item, classified.topics, now)
+        for channel in match.channels:
+            result.append(
+                Delivery(delivery_id(match.alert, classified.item.id, channel), match.alert, channel, payload)
+            )
+    return result
+
+
+def webhook_body(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret ("whsec_" + base64). Raises ValueError if malformed."""
+    encoded = secret.removeprefix("whsec_")
+    return base64.b64decode(encoded, validate=True)
+
+
+def webhook_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` per Standard Webhooks."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def log_line(delivery: Delivery) -> str:
+    """One structured (logfmt) line per alert, readable by people and by log shippers."""
+    data = delivery.payload["data"]
+    item = data["item"]
+    fields = {
+        "alert": data["alert"],
+        "feed": item["feed"],
+        "item": item["id"],
+        "matched": ",".join(data["matched"]),
+        "title": one_line(item["title"] or ""),
+        "link": item["link"] or "",
+        "published": item["published"] or "",
+        "topics": ",".join(item["topics"]),
+    }
+    return "ALERT " + " ".join(f"{key}={_logfmt(value)}" for key, value in fields.items())
+
+
+def _logfmt(value: str) -> str:
+    if value and not any(ch in value for ch in ' "=\\'):
+        return value
+    return json.dumps(value, ensure_ascii=False)

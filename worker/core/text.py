@@ -1,0 +1,94 @@
+"""Text normalisation for matching: HTML to plain text, folding, word splitting.
+
+Folding implements SPEC §5: case-insensitive, Unicode-aware, ß ≡ ss, ä/ö/ü ≡ ae/oe/ue.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from html.parser import HTMLParser
+
+_UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue"})
+_WORD = re.compile(r"\w+")
+# "DeepSeek's" / "DeepSeek’s" read as "DeepSeeks", so the genitive-s rule covers both.
+_POSSESSIVE = re.compile(r"(\w)['’]s\b")
+_SPACE = re.compile(r"\s+")
+# Tags that separate words visually; text on either side must not run together.
+_BLOCK_TAGS = frozenset(
+    [
+        "p",
+        "br",
+        "div",
+        "li",
+        "ul",
+        "ol",
+        "tr",
+        "td",
+        "th",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "blockquote",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "hr",
+        "pre",
+    ]
+)
+_SKIPPED_TAGS = frozenset({"script", "style", "template", "noscript"})
+
+
+def fold(text: str) -> str:
+    """Fold text so that equivalent spellings compare equal (casefold turns ß into ss)."""
+    return unicodedata.normalize("NFC", text).casefold().translate(_UMLAUTS)
+
+
+def words(text: str) -> list[str]:
+    """The folded words of a text, in order; punctuation and hyphens separate words."""
+    return _WORD.findall(_POSSESSIVE.sub(r"\1s", fold(text)))
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIPPED_TAGS:
+            self._skipping += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIPPED_TAGS:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    """Plain text of an HTML fragment: tags dropped, entities decoded, whitespace collapsed."""
+    if "<" not in markup and "&" not in markup:
+        return _SPACE.sub(" ", markup).strip()
+    extractor = _TextExtractor()
+    extractor.feed(markup)
+    extractor.close()
+    return _SPACE.sub(" ", html.unescape("".join(extractor.parts))).strip()
+
+
+def one_line(text: str) -> str:
+    """Collapse every kind of line break and control character into single spaces."""
+    cleaned = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in text)
+    return _SPACE.sub(" ", cleaned).strip()

@@ -1,0 +1,68 @@
+"""The per-process runtime: config, Redis connection, queues, stores, HTTP client and clock,
+built once by the entry point and passed down (jobs reach it through `worker.jobs`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+
+import httpx
+import redis
+from rq import Queue
+
+from worker.adapters import http_fetch, keys, queues
+from worker.adapters.store import FeedStateStore, SeenStore
+from worker.config import Config, Settings
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    config: Config
+    redis: redis.Redis
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+    @property
+    def settings(self) -> Settings:
+        return self.config.settings
+
+    @cached_property
+    def items_queue(self) -> Queue:
+        return queues.queue(self.redis, keys.ITEMS_QUEUE)
+
+    @cached_property
+    def deliveries_queue(self) -> Queue:
+        return queues.queue(self.redis, keys.DELIVERIES_QUEUE)
+
+    @cached_property
+    def seen_store(self) -> SeenStore:
+        return SeenStore(self.redis, self.settings.dedupe.ttl)
+
+    @cached_property
+    def feed_states(self) -> FeedStateStore:
+        return FeedStateStore(self.redis)
+
+    @cached_property
+    def enqueue_deliveries(self) -> queues.DeliveryEnqueuer:
+        return queues.DeliveryEnqueuer(self.deliveries_queue, tuple(self.settings.delivery.retries))
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        return http_fetch.client(self.settings.polling.max_redirects)
+
+
+def connect(config: Config) -> Runtime:
+    """A runtime on the configured Redis. The connection retries transient errors on its own."""
+    connection = redis.Redis.from_url(
+        config.settings.redis.url,
+        socket_connect_timeout=5,
+        socket_timeout=30,
+        health_check_interval=30,
+        retry_on_timeout=True,
+    )
+    return Runtime(config, connection)

@@ -1,0 +1,81 @@
+"""`newswatch run`: scheduler and workers as child processes of one foreground process.
+
+Children run in their own process group, so Ctrl-C reaches only the supervisor, which then
+stops each child once with SIGTERM (RQ: finish the current job) and waits. A child that exits
+on its own is restarted with a growing delay.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger("newswatch.supervisor")
+STOP_GRACE_SECONDS = 60.0
+MAX_RESTART_DELAY = 30.0
+
+
+@dataclass
+class _Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restart_delay: float = 1.0
+    restart_at: float = 0.0
+    started_at: float = field(default=0.0)
+
+
+class Supervisor:
+    def __init__(self, programs: dict[str, list[str]]) -> None:
+        self.children = [_Child(name, argv) for name, argv in programs.items()]
+
+    def _start(self, child: _Child) -> None:
+        child.process = subprocess.Popen(child.argv, start_new_session=True)
+        child.started_at = time.monotonic()
+        log.info("started %s (pid %d)", child.name, child.process.pid)
+
+    def run(self) -> int:
+        for child in self.children:
+            self._start(child)
+        try:
+            while True:
+                self._tend()
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            log.info("stopping %d processes", len(self.children))
+        finally:
+            self._stop_all()
+        return 0
+
+    def _tend(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.process is None:
+                if now >= child.restart_at:
+                    self._start(child)
+                continue
+            code = child.process.poll()
+            if code is None:
+                if now - child.started_at > 60:
+                    child.restart_delay = 1.0  # it ran a while: the next crash starts the backoff anew
+                continue
+            log.warning("%s exited with code %s; restarting in %.0fs", child.name, code, child.restart_delay)
+            child.process = None
+            child.restart_at = now + child.restart_delay
+            child.restart_delay = min(child.restart_delay * 2, MAX_RESTART_DELAY)
+
+    def _stop_all(self) -> None:
+        running = [c.process for c in self.children if c.process and c.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in running:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d did not stop in time; killing it", process.pid)
+                process.kill()
+                process.wait()
