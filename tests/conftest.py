@@ -71,7 +71,9 @@ class RedisServer:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.fail("redis-server is not installed; `make test` installs it (scripts/ensure_redis.py --binary)")
+        pytest.fail(
+            "redis-server is not installed; `make test` installs it (scripts/ensure_redis.py --binary)"
+        )
     server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
@@ -121,7 +123,10 @@ class LocalServer:
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 request = Request(
-                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length)
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(length),
                 )
                 with server.lock:
                     server.requests.append(request)
@@ -151,7 +156,9 @@ class LocalServer:
     def received(self, path: str | None = None, method: str | None = None) -> list[Request]:
         with self.lock:
             return [
-                r for r in self.requests if (path is None or r.path == path) and (method is None or r.method == method)
+                r
+                for r in self.requests
+                if (path is None or r.path == path) and (method is None or r.method == method)
             ]
 
     def close(self) -> None:

@@ -318,6 +318,21 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
     return problems
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: YAML would silently keep only the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )  # fmt: skip
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: str) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -326,7 +341,7 @@ def _read_yaml(path: str) -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError([f"{path}: cannot read ({e.__class__.__name__})"]) from e
     try:
-        return yaml.safe_load(text) or {}
+        return yaml.load(text, Loader=_StrictLoader) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -368,6 +383,7 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
         raise ConfigError([f"{path}: the top level must be a mapping of sections (redis, feeds, ...)"])
     problems: list[str] = []
     raw = interpolate(raw, env, "", problems)
+    unset_paths = {p.split(": ", 1)[0] for p in problems}
     for section, key, var in (("redis", "url", "REDIS_URL"), ("sentry", "dsn", "SENTRY_DSN")):
         if env.get(var):
             section_value = raw.get(section)
@@ -376,7 +392,8 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as e:
-        problems = _pydantic_problems(e) + problems
+        # A value whose variable is unset already has its problem; do not report it twice.
+        problems = [p for p in _pydantic_problems(e) if p.split(": ", 1)[0] not in unset_paths] + problems
         settings = None
     if problems or settings is None:
         raise ConfigError(problems)

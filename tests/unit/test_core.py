@@ -21,7 +21,17 @@ from worker.core.topics import merge_topics, split_categories
 from worker.core.units import format_duration, parse_duration, parse_fraction, parse_size
 
 CORE = Path(__file__).resolve().parents[2] / "worker" / "core"
-IO_MODULES = {"redis", "rq", "httpx", "smtplib", "feedparser", "apscheduler", "socket", "requests", "urllib.request"}
+IO_MODULES = {
+    "redis",
+    "rq",
+    "httpx",
+    "smtplib",
+    "feedparser",
+    "apscheduler",
+    "socket",
+    "requests",
+    "urllib.request",
+}
 
 
 def test_core_imports_no_io_library() -> None:
@@ -34,7 +44,9 @@ def test_core_imports_no_io_library() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             for name in names:
-                assert name.split(".")[0] not in IO_MODULES and name not in IO_MODULES, f"{path.name} imports {name}"
+                assert name.split(".")[0] not in IO_MODULES and name not in IO_MODULES, (
+                    f"{path.name} imports {name}"
+                )
                 assert not name.startswith(("worker.adapters", "worker.config", "worker.pipeline")), path.name
 
 
@@ -42,12 +54,18 @@ def test_core_imports_no_io_library() -> None:
     ("link", "canonical"),
     [
         ("HTTPS://EuLerPool.com/News/x#top", "https://eulerpool.com/News/x"),
-        ("https://eulerpool.com:443/news?utm_source=rss&utm_medium=feed&id=7", "https://eulerpool.com/news?id=7"),
+        (
+            "https://eulerpool.com:443/news?utm_source=rss&utm_medium=feed&id=7",
+            "https://eulerpool.com/news?id=7",
+        ),
         ("https://eulerpool.com/news?fbclid=abc&gclid=def", "https://eulerpool.com/news"),
         ("http://example.com", "http://example.com/"),
         ("http://example.com:8080/a", "http://example.com:8080/a"),
         ("https://eulerpool.com/news/büroflächen", "https://eulerpool.com/news/b%C3%BCrofl%C3%A4chen"),
-        ("https://eulerpool.com/news/b%c3%bcrofl%c3%a4chen", "https://eulerpool.com/news/b%C3%BCrofl%C3%A4chen"),
+        (
+            "https://eulerpool.com/news/b%c3%bcrofl%c3%a4chen",
+            "https://eulerpool.com/news/b%C3%BCrofl%C3%A4chen",
+        ),
         ("  https://example.com/a?b=1&a=2  ", "https://example.com/a?b=1&a=2"),
         ("ftp://example.com/a", None),
         ("not a link", None),
@@ -145,7 +163,9 @@ RULES = RuleSet(
     ),
     alerts=(
         AlertRule("deepseek", parse_query("DeepSeek"), ("hook",)),
-        AlertRule("chips", parse_query("Huawei AND Chip*"), ("hook", "mail"), topics=frozenset({"halbleiter"})),
+        AlertRule(
+            "chips", parse_query("Huawei AND Chip*"), ("hook", "mail"), topics=frozenset({"halbleiter"})
+        ),
         AlertRule("crypto", parse_query("Bitcoin"), ("hook",)),
         AlertRule("other-feed", parse_query("DeepSeek"), ("hook",), feeds=frozenset({"heise"})),
         AlertRule("krypto-only", parse_query("DeepSeek"), ("hook",), topics=frozenset({"krypto"})),
@@ -173,7 +193,9 @@ def test_max_age() -> None:
 
 def test_webhook_payload_shape_and_signature_verify_with_reference_library() -> None:
     now = datetime(2026, 11, 28, 20, 0, tzinfo=UTC)
-    payload = alert_payload(AlertMatch("deepseek", ("DeepSeek",), ("hook",)), _item(), ("Halbleiter", "KI"), now)
+    payload = alert_payload(
+        AlertMatch("deepseek", ("DeepSeek",), ("hook",)), _item(), ("Halbleiter", "KI"), now
+    )
     assert payload == {
         "type": "newswatch.alert",
         "timestamp": "2026-11-28T20:00:00Z",

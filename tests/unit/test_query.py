@@ -47,7 +47,11 @@ def matches(query: str, title: str = "", summary: str = "", categories: tuple[st
         ("Mueller", "Thomas Müller wechselt", True),
         ("Börse", "Boerse Frankfurt", True),
         ("Führungskräfte", "Personalabbau trifft Manager und Führungskräfte", True),
-        ('"künstliche Intelligenz"', "Der Einsatz von Künstlicher  Intelligenz", False),  # künstlicher ≠ künstliche+s
+        (
+            '"künstliche Intelligenz"',
+            "Der Einsatz von Künstlicher  Intelligenz",
+            False,
+        ),  # künstlicher ≠ künstliche+s
         ('"künstliche Intelligenz"', "Die künstliche\nIntelligenz erhöht den Leerstand", True),
         ('"Künstlicher Intelligenz"', "Der Einsatz von Künstlicher  Intelligenz", True),
         ('"KI Chips"', "Huaweis KI-Chips", True),
@@ -108,7 +112,21 @@ def test_matched_lists_positive_terms_as_written() -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["", "   ", "(Huawei", "Huawei)", "AND", "Huawei AND", "NOT", '"open phrase', "()", "-", '""', "Huawei OR"]
+    "query",
+    [
+        "",
+        "   ",
+        "(Huawei",
+        "Huawei)",
+        "AND",
+        "Huawei AND",
+        "NOT",
+        '"open phrase',
+        "()",
+        "-",
+        '""',
+        "Huawei OR",
+    ],
 )
 def test_bad_queries_raise_a_readable_error(query: str) -> None:
     with pytest.raises(QuerySyntaxError) as error:

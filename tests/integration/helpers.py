@@ -1,0 +1,42 @@
+"""Helpers for integration tests: a runtime on the test Redis and draining queues in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from worker import jobs
+from worker.adapters import keys, queues
+from worker.config import load_config
+from worker.runtime import Runtime, connect
+
+BASE_CONFIG = """
+redis: {{url: "{redis_url}"}}
+polling: {polling}
+delivery: {{retries: [1s, 1s], timeout: 3s}}
+{body}
+"""
+
+
+def make_runtime(tmp_path: Path, redis_url: str, body: str, polling: str = "") -> Runtime:
+    """A runtime on the test Redis; `polling` adds or overrides keys of the polling section."""
+    path = tmp_path / "newswatch.yaml"
+    settings = {"interval": "1m", "timeout": "5s", "max_age": "off", "allow_private_addresses": True}
+    settings.update(yaml.safe_load("{" + polling + "}"))
+    text = BASE_CONFIG.format(redis_url=redis_url, body=body, polling=json.dumps(settings))
+    path.write_text(text, encoding="utf-8")
+    rt = connect(load_config(str(path), {}))
+    jobs.install(rt)
+    return rt
+
+
+def drain(rt: Runtime) -> None:
+    """Run every queued job (items, then the deliveries they cause) in this process."""
+    worker = SimpleWorker(
+        [queues.queue(rt.redis, name) for name in keys.QUEUES], connection=rt.redis, serializer=JSONSerializer
+    )
+    worker.work(burst=True, with_scheduler=True)

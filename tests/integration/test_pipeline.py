@@ -1,0 +1,260 @@
+"""The pipeline against a real Redis and real local HTTP servers: poll, dedupe, match, deliver."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from standardwebhooks import Webhook
+
+from tests.conftest import EULERPOOL_RSS, LocalServer, Response, rss
+from tests.integration.helpers import drain, make_runtime
+from worker.adapters import keys
+from worker.commands import status_data
+from worker.pipeline import poll_feed, process_items
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def config_body(server: LocalServer, feeds: str | None = None, alerts: str | None = None) -> str:
+    feeds = feeds or f'  - {{name: eulerpool, url: "{server.url("/eulerpool.rss")}", tags: [Finanzen]}}'
+    alerts = alerts or (
+        "  - {name: deepseek, query: DeepSeek, channels: [hook]}\n"
+        "  - {name: china-chips, query: '(Huawei OR SMIC) AND (Chip* OR Ascend) NOT Smartphone',"
+        " topics: [Halbleiter], channels: [hook]}"
+    )
+    return f"""
+feeds:
+{feeds}
+topics:
+  Halbleiter: [Nvidia, Huawei, Ascend, "Chip*"]
+alerts:
+{alerts}
+channels:
+  hook: {{type: webhook, url: "{server.url("/hook")}", secret: "{SECRET}"}}
+"""
+
+
+def alerts_received(server: LocalServer) -> list[tuple[str, str]]:
+    return sorted(
+        (r.json()["data"]["alert"], r.json()["data"]["item"]["title"]) for r in server.received("/hook")
+    )
+
+
+@pytest.fixture
+def feed_server(http_server: LocalServer) -> LocalServer:
+    http_server.routes["/eulerpool.rss"] = Response(
+        EULERPOOL_RSS.read_bytes(), headers={"Content-Type": "application/rss+xml"}
+    )
+    http_server.routes["/hook"] = Response(b"ok")
+    return http_server
+
+
+def test_eulerpool_fixture_alerts_once_with_valid_signatures(
+    tmp_path: Path, redis_url: str, feed_server: LocalServer
+) -> None:
+    rt = make_runtime(tmp_path, redis_url, config_body(feed_server))
+    outcome = poll_feed(rt, rt.settings.feeds[0])
+    assert (outcome.status, outcome.items, outcome.enqueued) == ("new", 7, 7)
+    drain(rt)
+    title = "DeepSeek verschiebt Modellstart nach Problemen mit Huaweis KI-Chips"
+    assert alerts_received(feed_server) == [("china-chips", title), ("deepseek", title)]
+
+    for request in feed_server.received("/hook"):
+        assert request.headers["content-type"] == "application/json"
+        payload = Webhook(SECRET).verify(request.body, request.headers)
+        item = payload["data"]["item"]
+        assert item["published"] == "2025-08-15T13:51:00Z"
+        assert item["categories"] == ["Finanzen", "KI", "DeepSeek", "Huawei", "Nvidia"]
+        assert "Halbleiter" in item["topics"] and "Finanzen" in item["topics"]
+        assert "<p>" not in item["summary"] and item["summary"].startswith("DeepSeek hat die Einführung")
+
+    # Polling again (new body bytes, same items) and re-running the same batch alert nothing new.
+    feed_server.routes["/eulerpool.rss"] = Response(EULERPOOL_RSS.read_bytes() + b"\n")
+    assert poll_feed(rt, rt.settings.feeds[0]).enqueued == 0
+    drain(rt)
+    assert len(feed_server.received("/hook")) == 2
+
+
+def test_processing_the_same_batch_twice_enqueues_deliveries_once(
+    tmp_path: Path, redis_url: str, feed_server: LocalServer
+) -> None:
+    """What a worker killed after EXEC and retried (or an abandoned job re-run) would do."""
+    rt = make_runtime(tmp_path, redis_url, config_body(feed_server))
+    from worker.adapters.feed_parse import parse_feed
+
+    items = [
+        i.to_dict() for i in parse_feed("eulerpool", EULERPOOL_RSS.read_bytes(), "https://eulerpool.com/news")
+    ]
+    assert process_items(rt, "eulerpool", items) == 7
+    assert process_items(rt, "eulerpool", items) == 0
+    assert rt.deliveries_queue.count == 2
+    drain(rt)
+    assert len(feed_server.received("/hook")) == 2
+    assert rt.redis.hget(keys.feed_state("eulerpool"), "items_seen") == b"7"
+
+
+def test_same_story_via_two_feeds_or_changed_guid_alerts_once(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    http_server.routes["/hook"] = Response(b"ok")
+    story = {
+        "title": "DeepSeek R2 kommt",
+        "description": "DeepSeek",
+        "link": "https://news.example/r2?utm_source=a",
+    }
+    http_server.routes["/a.rss"] = Response(rss([{**story, "guid": "a-1"}]))
+    http_server.routes["/b.rss"] = Response(
+        rss([{**story, "guid": "b-9", "link": "HTTPS://NEWS.example/r2#x"}])
+    )
+    feeds = (
+        f'  - {{name: a, url: "{http_server.url("/a.rss")}"}}\n'
+        f'  - {{name: b, url: "{http_server.url("/b.rss")}"}}'
+    )
+    rt = make_runtime(
+        tmp_path,
+        redis_url,
+        config_body(
+            http_server, feeds=feeds, alerts="  - {name: deepseek, query: DeepSeek, channels: [hook]}"
+        ),
+    )
+    for feed in rt.settings.feeds:
+        poll_feed(rt, feed)
+    drain(rt)
+    # feed a now changes the GUID of the same link on every poll
+    http_server.routes["/a.rss"] = Response(rss([{**story, "guid": "a-2"}]))
+    poll_feed(rt, rt.settings.feeds[0])
+    drain(rt)
+    assert alerts_received(http_server) == [("deepseek", "DeepSeek R2 kommt")]
+
+
+def test_conditional_get_and_unchanged_body_skip_parsing(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    body = rss([{"title": "Nvidia", "guid": "1"}])
+    calls = {"n": 0}
+
+    def answer(request):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if request.headers.get("if-none-match") == '"v1"':
+            return Response(status=304, headers={"ETag": '"v1"'})
+        return Response(body, headers={"ETag": '"v1"'})
+
+    http_server.routes["/feed.rss"] = answer
+    http_server.routes["/plain.rss"] = Response(body)  # no validators: the body hash decides
+    feeds = (
+        f'  - {{name: etag, url: "{http_server.url("/feed.rss")}"}}\n'
+        f'  - {{name: plain, url: "{http_server.url("/plain.rss")}"}}'
+    )
+    rt = make_runtime(tmp_path, redis_url, config_body(http_server, feeds=feeds))
+    assert [poll_feed(rt, f).status for f in rt.settings.feeds] == ["new", "new"]
+    assert [poll_feed(rt, f).status for f in rt.settings.feeds] == ["unchanged", "unchanged"]
+    assert http_server.received("/feed.rss")[-1].headers["if-none-match"] == '"v1"'
+    assert rt.items_queue.count == 2  # one batch per feed, from the first poll only
+
+
+def test_max_age_records_old_items_without_alerting(
+    tmp_path: Path, redis_url: str, feed_server: LocalServer
+) -> None:
+    rt = make_runtime(tmp_path, redis_url, config_body(feed_server), polling="max_age: 3d")
+    poll_feed(rt, rt.settings.feeds[0])
+    drain(rt)
+    assert feed_server.received("/hook") == []  # the fixture's items are all older than 3 days
+    assert rt.redis.hget(keys.feed_state("eulerpool"), "items_seen") == b"7"
+
+
+def test_broken_feeds_are_reported_and_others_go_on(
+    tmp_path: Path, redis_url: str, feed_server: LocalServer
+) -> None:
+    feed_server.routes["/500"] = Response(b"oops", status=500)
+    feed_server.routes["/html"] = Response(
+        b"<html><body>Hello</body></html>", headers={"Content-Type": "text/html"}
+    )
+    feed_server.routes["/gone"] = Response(b"", status=410)
+    feed_server.routes["/big"] = Response(b"<rss>" + b"x" * 3_000_000 + b"</rss>")
+    names = {"server-error": "/500", "html": "/html", "gone": "/gone", "big": "/big", "missing": "/nothing"}
+    feeds = "\n".join(f'  - {{name: {n}, url: "{feed_server.url(p)}"}}' for n, p in names.items())
+    feeds += f'\n  - {{name: eulerpool, url: "{feed_server.url("/eulerpool.rss")}"}}'
+    feeds += '\n  - {name: refused, url: "http://127.0.0.1:9/feed"}'
+    rt = make_runtime(tmp_path, redis_url, config_body(feed_server, feeds=feeds), polling="max_bytes: 1MB")
+    for feed in rt.settings.feeds:
+        poll_feed(rt, feed)
+    drain(rt)
+    assert len(feed_server.received("/hook")) == 2  # the good feed delivered its alerts
+    errors = {f["name"]: (f["error"], f["error_count"], f["disabled"]) for f in status_data(rt)["feeds"]}
+    assert errors == {
+        "server-error": ("HTTP 500", 1, False),
+        "html": ("not a feed: text/html", 1, False),
+        "gone": ("HTTP 410 Gone: feed disabled", 1, True),
+        "big": ("response larger than 1MB", 1, False),
+        "missing": ("HTTP 404", 1, False),
+        "eulerpool": (None, 0, False),
+        "refused": ("connection refused by 127.0.0.1", 1, False),
+    }
+    poll_feed(rt, rt.settings.feed("gone"))
+    assert len(feed_server.received("/gone")) == 1  # a disabled feed is not fetched again
+
+
+def test_webhook_retries_keep_the_same_id_and_410_stops(
+    tmp_path: Path, redis_url: str, feed_server: LocalServer
+) -> None:
+    answers = iter([500, 500, 200])
+    feed_server.routes["/hook"] = lambda request: Response(status=next(answers))
+    rt = make_runtime(
+        tmp_path,
+        redis_url,
+        config_body(feed_server, alerts="  - {name: deepseek, query: DeepSeek, channels: [hook]}"),
+    )
+    poll_feed(rt, rt.settings.feeds[0])
+    import time
+
+    deadline = time.monotonic() + 20
+    while len(feed_server.received("/hook")) < 3 and time.monotonic() < deadline:
+        drain(rt)
+        time.sleep(0.3)
+    tries = feed_server.received("/hook")
+    assert len(tries) == 3
+    assert len({t.headers["webhook-id"] for t in tries}) == 1
+    assert len({t.body for t in tries}) == 1
+    for t in tries:
+        Webhook(SECRET).verify(t.body, t.headers)
+
+    feed_server.routes["/hook"] = Response(status=410)
+    feed_server.routes["/eulerpool.rss"] = Response(rss([{"title": "DeepSeek again", "guid": "new-1"}]))
+    poll_feed(rt, rt.settings.feeds[0])
+    drain(rt)
+    time.sleep(1.5)
+    drain(rt)
+    assert len(feed_server.received("/hook")) == 4  # one try only
+    assert rt.deliveries_queue.failed_job_registry.count == 1
+
+
+def test_status_json_from_the_cli(tmp_path: Path, redis_url: str, feed_server: LocalServer) -> None:
+    import subprocess
+    import sys
+
+    rt = make_runtime(tmp_path, redis_url, config_body(feed_server))
+    poll_feed(rt, rt.settings.feeds[0])
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "status", "--json", "--config", rt.config.path],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    data = json.loads(result.stdout)
+    assert data["feeds"][0]["name"] == "eulerpool" and data["feeds"][0]["error"] is None
+    assert set(data["feeds"][0]) == set(
+        [
+            "name",
+            "url",
+            "disabled",
+            "last_poll",
+            "last_success",
+            "next_poll",
+            "error",
+            "error_count",
+            "items_seen",
+        ]
+    )
+    queues = {q["name"]: q for q in data["queues"]}
+    assert queues["newswatch-items"]["queued"] == 1
+    assert set(queues["newswatch-items"]) == {"name", "queued", "started", "failed"}
