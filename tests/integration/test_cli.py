@@ -1,0 +1,120 @@
+"""The `newswatch` command as users call it: run (supervised, Ctrl-C), poll, test-alert, health."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from standardwebhooks import Webhook
+
+from tests.conftest import EULERPOOL_RSS, ROOT, LocalServer, Response, wait_for
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def write_config(tmp_path: Path, redis_url: str, server: LocalServer) -> str:
+    path = tmp_path / "newswatch.yaml"
+    path.write_text(
+        f"""
+redis: {{url: "{redis_url}"}}
+polling: {{interval: 2s, jitter: 0%, max_age: off, allow_private_addresses: true}}
+feeds:
+  - {{name: eulerpool, url: "{server.url("/eulerpool.rss")}", tags: [Finanzen]}}
+alerts:
+  - {{name: deepseek, query: DeepSeek, channels: [hook, console]}}
+channels:
+  hook: {{type: webhook, url: "{server.url("/hook")}", secret: "{SECRET}"}}
+  console: {{type: log}}
+  down: {{type: webhook, url: "http://127.0.0.1:9/hook"}}
+""",
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "NEWSWATCH_CONFIG")}
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout
+    )
+
+
+def children_of(pid: int) -> list[int]:
+    result = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in result.stdout.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); it is gone for our purposes
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_run_delivers_and_ctrl_c_stops_everything(tmp_path: Path, redis_url: str, http_server: LocalServer) -> None:
+    http_server.routes["/eulerpool.rss"] = Response(EULERPOOL_RSS.read_bytes())
+    http_server.routes["/hook"] = Response(b"ok")
+    config = write_config(tmp_path, redis_url, http_server)
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    log = (tmp_path / "run.log").open("wb")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "run", "--workers", "2", "--config", config],
+        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(http_server.received("/hook")) >= 1, timeout=60)
+        children = wait_for(lambda: len(children_of(run.pid)) == 3 and children_of(run.pid), timeout=30)
+        health = wait_for(lambda: cli("health", "--config", config).returncode == 0, timeout=30)
+        assert health
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=30) == 0
+        wait_for(lambda: not any(alive(pid) for pid in children), timeout=10)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    output = (tmp_path / "run.log").read_text()
+    assert "ALERT alert=deepseek feed=eulerpool" in output
+    assert "Traceback" not in output
+    assert len(http_server.received("/hook")) == 1
+    assert cli("health", "--config", config).returncode == 1  # nothing runs any more
+
+
+def test_poll_enqueues_and_names_unknown_feeds(tmp_path: Path, redis_url: str, http_server: LocalServer) -> None:
+    http_server.routes["/eulerpool.rss"] = Response(EULERPOOL_RSS.read_bytes())
+    config = write_config(tmp_path, redis_url, http_server)
+    first = cli("poll", "--config", config)
+    assert first.returncode == 0, first.stderr
+    assert "eulerpool: new, 7 items, 7 new" in first.stdout
+    assert cli("poll", "--feed", "eulerpool", "--config", config).stdout.startswith("eulerpool: unchanged")
+    unknown = cli("poll", "--feed", "nope", "--config", config)
+    assert unknown.returncode == 2 and "nope" in unknown.stderr
+
+
+def test_test_alert_reports_the_outcome(tmp_path: Path, redis_url: str, http_server: LocalServer) -> None:
+    http_server.routes["/hook"] = Response(b"ok")
+    config = write_config(tmp_path, redis_url, http_server)
+    ok = cli("test-alert", "hook", "--config", config)
+    assert ok.returncode == 0, ok.stderr
+    assert "delivered (HTTP 200)" in ok.stdout
+    (request,) = http_server.received("/hook")
+    assert Webhook(SECRET).verify(request.body, request.headers)["data"]["item"]["title"].startswith("DeepSeek")
+
+    console = cli("test-alert", "console", "--config", config)
+    assert console.returncode == 0 and "ALERT alert=newswatch-test" in console.stdout
+
+    down = cli("test-alert", "down", "--config", config)
+    assert down.returncode == 1 and "connection refused" in down.stdout
+    assert cli("test-alert", "slak", "--config", config).returncode == 2
+
+
+def test_commands_say_clearly_when_redis_is_unreachable(tmp_path: Path, http_server: LocalServer) -> None:
+    config = write_config(tmp_path, "redis://127.0.0.1:9/0", http_server)
+    result = cli("status", "--config", config)
+    assert result.returncode == 1
+    assert "cannot reach Redis" in result.stderr and "Traceback" not in result.stderr
+    assert cli("health", "--config", config).returncode == 1
