@@ -93,9 +93,18 @@ def _remember_next_poll(rt: Runtime, scheduler: BlockingScheduler, event: JobExe
         rt.feed_states.update(event.job_id.removeprefix("poll:"), next_poll=job.next_run_time)
 
 
+def _remember_first_polls(rt: Runtime, scheduler: BlockingScheduler) -> None:
+    for feed in rt.settings.feeds:
+        job = scheduler.get_job(poll_job_id(feed.name))
+        if job is not None and job.next_run_time is not None:
+            rt.feed_states.update(feed.name, next_poll=job.next_run_time)
+
+
 def run(rt: Runtime) -> None:
     scheduler = build_scheduler(rt)
     log.info("scheduler started: %d feeds", len(rt.settings.feeds))
+    with contextlib.suppress(redis.RedisError):
+        _remember_first_polls(rt, scheduler)
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):

@@ -38,7 +38,12 @@ channels:
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "NEWSWATCH_CONFIG")}
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout
+        [sys.executable, "-m", "worker.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -56,7 +61,9 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
-def test_run_delivers_and_ctrl_c_stops_everything(tmp_path: Path, redis_url: str, http_server: LocalServer) -> None:
+def test_run_delivers_and_ctrl_c_stops_everything(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
     http_server.routes["/eulerpool.rss"] = Response(EULERPOOL_RSS.read_bytes())
     http_server.routes["/hook"] = Response(b"ok")
     config = write_config(tmp_path, redis_url, http_server)
@@ -84,7 +91,9 @@ def test_run_delivers_and_ctrl_c_stops_everything(tmp_path: Path, redis_url: str
     assert cli("health", "--config", config).returncode == 1  # nothing runs any more
 
 
-def test_poll_enqueues_and_names_unknown_feeds(tmp_path: Path, redis_url: str, http_server: LocalServer) -> None:
+def test_poll_enqueues_and_names_unknown_feeds(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
     http_server.routes["/eulerpool.rss"] = Response(EULERPOOL_RSS.read_bytes())
     config = write_config(tmp_path, redis_url, http_server)
     first = cli("poll", "--config", config)
@@ -102,7 +111,9 @@ def test_test_alert_reports_the_outcome(tmp_path: Path, redis_url: str, http_ser
     assert ok.returncode == 0, ok.stderr
     assert "delivered (HTTP 200)" in ok.stdout
     (request,) = http_server.received("/hook")
-    assert Webhook(SECRET).verify(request.body, request.headers)["data"]["item"]["title"].startswith("DeepSeek")
+    assert (
+        Webhook(SECRET).verify(request.body, request.headers)["data"]["item"]["title"].startswith("DeepSeek")
+    )
 
     console = cli("test-alert", "console", "--config", config)
     assert console.returncode == 0 and "ALERT alert=newswatch-test" in console.stdout
