@@ -1,15 +1,17 @@
-"""Deliver one alert through one configured channel (log or webhook)."""
+"""Deliver one alert (or digest) through one configured channel: log, webhook or email."""
 
 from __future__ import annotations
 
 import logging
 import time
 
+from worker.adapters.smtp import SmtpTarget, send_email
 from worker.adapters.webhook import SendOutcome, send_webhook
 from worker.config import EmailChannel, LogChannel, WebhookChannel
 from worker.core.errors import PermanentDeliveryError
+from worker.core.mail import alert_email
 from worker.core.models import Delivery
-from worker.core.render import log_line
+from worker.core.render import log_lines
 from worker.runtime import Runtime
 
 # Entry points send this logger to standard output: it is the log channel's sink.
@@ -21,19 +23,30 @@ def send(rt: Runtime, delivery: Delivery) -> SendOutcome:
         channel = rt.settings.channel(delivery.channel)
     except KeyError as e:
         raise PermanentDeliveryError(f"channel {delivery.channel!r} is no longer configured") from e
+    timeout = rt.settings.delivery.timeout.total_seconds()
     if isinstance(channel, LogChannel):
         started = time.monotonic()
-        alert_log.info(log_line(delivery))
-        return SendOutcome(0, time.monotonic() - started)
+        for line in log_lines(delivery):
+            alert_log.info(line)
+        return SendOutcome(0, time.monotonic() - started, "written to standard output")
     if isinstance(channel, WebhookChannel):
-        return send_webhook(
-            rt.http,
-            channel.url,
-            channel.secret,
-            delivery,
-            rt.settings.delivery.timeout.total_seconds(),
-            channel.headers,
-        )
-    if isinstance(channel, EmailChannel):
-        raise PermanentDeliveryError(f"channel {delivery.channel!r}: email delivery is not available yet")
-    raise PermanentDeliveryError(f"channel {delivery.channel!r} has an unknown type")
+        return send_webhook(rt.http, channel.url, channel.secret, delivery, timeout, channel.headers)
+    return _send_email(rt, channel, delivery, timeout)
+
+
+def _send_email(rt: Runtime, channel: EmailChannel, delivery: Delivery, timeout: float) -> SendOutcome:
+    smtp = channel.smtp
+    target = SmtpTarget(
+        host=smtp.host,
+        port=smtp.port,
+        starttls=smtp.starttls,
+        implicit_tls=smtp.ssl,
+        tls_verify=smtp.tls_verify,
+        ca_file=smtp.ca_file,
+        username=smtp.username,
+        password=smtp.password,
+        timeout=timeout,
+    )
+    message = alert_email(delivery, channel.from_, channel.to, rt.clock())
+    outcome = send_email(target, message, channel.from_, channel.to)
+    return SendOutcome(outcome.code, outcome.seconds, f"SMTP {outcome.code} {outcome.reply}")

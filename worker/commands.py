@@ -163,9 +163,8 @@ def test_alert(config: Config, channel: str) -> int:
     except DeliveryError as e:
         print(f"test-alert {channel}: FAILED after {time.monotonic() - started:.2f}s: {e}")
         return EXIT_FAILURE
-    answer = f"HTTP {outcome.status}" if outcome.status else "written"
     took = f"{outcome.seconds * 1000:.0f} ms"
-    print(f"test-alert {channel}: delivered ({answer}) in {took}, id {delivery.delivery_id}")
+    print(f"test-alert {channel}: delivered ({outcome.detail}) in {took}, id {delivery.delivery_id}")
     return EXIT_OK
 
 
@@ -179,7 +178,14 @@ def replay_failed(config: Config, channel: str | None) -> int:
             continue
         if channel and job.args and job.args[0].get("channel") != channel:
             continue
-        registry.requeue(job_id)  # same job id = same delivery id = same webhook-id
+        # A replay gets the configured tries again. Same job id = same delivery id = same
+        # webhook-id / Message-ID, and the outbox still refuses to send what was once accepted.
+        job.retries_left = len(config.settings.delivery.retries) or None
+        job.retry_intervals = [
+            max(1, int(r.total_seconds())) for r in config.settings.delivery.retries
+        ] or None
+        job.save()
+        registry.requeue(job_id)
         replayed += 1
     print(f"replayed {replayed} failed deliveries" + (f" to channel {channel}" if channel else ""))
     return EXIT_OK

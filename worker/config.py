@@ -151,14 +151,25 @@ class SmtpSettings(_Model):
     starttls: bool = True
     ssl: bool = False
     tls_verify: bool = True
+    ca_file: str | None = None  # trust this CA bundle instead of the system ones (private CAs)
     username: str | None = None
     password: str | None = None
 
 
+def _mail_address(value: object) -> str:
+    if not isinstance(value, str) or not _ADDRESS.fullmatch(value.strip()):
+        raise ValueError("must be one email address like name@example.org")
+    return value.strip()
+
+
+_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+")
+MailAddress = Annotated[str, BeforeValidator(_mail_address)]
+
+
 class EmailChannel(_Model):
     type: Literal["email"]
-    to: list[str] = Field(min_length=1)
-    from_: str = Field(alias="from")
+    to: list[MailAddress] = Field(min_length=1)
+    from_: MailAddress = Field(alias="from")
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
 
 

@@ -11,10 +11,10 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from worker import channels
-from worker.adapters import keys
 from worker.adapters.feed_parse import parse_feed
 from worker.adapters.http_fetch import FetchLimits, fetch
 from worker.adapters.queues import enqueue_item_batches
@@ -22,12 +22,14 @@ from worker.adapters.store import Candidate, identities_of
 from worker.config import FeedConfig
 from worker.core.errors import FeedGoneError, FeedParseError, FetchError
 from worker.core.identity import link_identity
-from worker.core.models import Delivery, Item
+from worker.core.models import Delivery, Item, parse_utc
 from worker.core.render import deliveries_for
 from worker.core.rules import classify, too_old_to_alert
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
+# A claim outlives one send attempt by this much, then lapses so a killed worker's delivery goes on.
+CLAIM_MARGIN = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -88,24 +90,35 @@ def process_items(rt: Runtime, feed: str, item_dicts: Sequence[dict[str, Any]]) 
         classified = classify(item, rt.config.rules)
         deliveries = () if too_old_to_alert(item, now, max_age) else tuple(deliveries_for(classified, now))
         candidates.append(Candidate(item, _candidate(item).identities, deliveries))
-    new = rt.seen_store.commit_new(feed, candidates, rt.enqueue_deliveries)
+    new = rt.seen_store.commit_new(feed, candidates, rt.outbox, now)
     alerts = sum(len(c.deliveries) for c in new)
     log.info("feed=%s batch: %d items, %d new, %d deliveries", feed, len(candidates), len(new), alerts)
     return len(new)
 
 
 def deliver(rt: Runtime, delivery: Delivery) -> str:
-    """Send one delivery unless a receiver already accepted it; then remember that it did."""
-    sent_key = keys.sent(delivery.delivery_id)
-    if rt.redis.exists(sent_key):
-        log.info("alert=%s channel=%s id=%s already delivered", delivery.alert, delivery.channel,
-                 delivery.delivery_id)  # fmt: skip
+    """Claim, send, mark sent: a delivery that a receiver accepted is never sent again, however
+    often its job runs. Only a worker killed between 'accepted' and 'marked' can cause a repeat,
+    with the same id, after its claim lapses."""
+    lease = rt.settings.delivery.timeout + CLAIM_MARGIN
+    token = rt.outbox.claim(delivery, lease)
+    context = f"alert={delivery.alert} channel={delivery.channel} id={delivery.delivery_id}"
+    if token is None:
+        log.info("%s already delivered", context)
         return "already delivered"
-    outcome = channels.send(rt, delivery)
-    rt.redis.set(sent_key, b"1", ex=int(rt.settings.dedupe.ttl.total_seconds()))
-    log.info(
-        "alert=%s channel=%s item=%s delivered (status %s, %.0f ms)",
-        delivery.alert, delivery.channel, delivery.payload["data"]["item"]["id"],
-        outcome.status, outcome.seconds * 1000,
-    )  # fmt: skip
+    try:
+        outcome = channels.send(rt, delivery)
+    except BaseException:
+        rt.outbox.release(delivery, token)
+        raise
+    rt.outbox.mark_sent(delivery)
+    log.info("%s delivered (%s, %.0f ms)", context, outcome.detail, outcome.seconds * 1000)
     return "delivered"
+
+
+def flush_digest(rt: Runtime, alert: str, channel: str, window_end: str) -> int:
+    end = parse_utc(window_end)
+    assert end is not None
+    count = rt.outbox.flush_digest(alert, channel, end, rt.clock())
+    log.info("alert=%s channel=%s digest of %d items queued", alert, channel, count)
+    return count

@@ -13,8 +13,10 @@ import redis
 from rq import Queue
 
 from worker.adapters import http_fetch, keys, queues
+from worker.adapters.outbox import Outbox
 from worker.adapters.store import FeedStateStore, SeenStore
 from worker.config import Config, Settings
+from worker.core.outbox import AlertPolicy
 
 
 def utc_now() -> datetime:
@@ -48,8 +50,15 @@ class Runtime:
         return FeedStateStore(self.redis)
 
     @cached_property
-    def enqueue_deliveries(self) -> queues.DeliveryEnqueuer:
-        return queues.DeliveryEnqueuer(self.deliveries_queue, tuple(self.settings.delivery.retries))
+    def outbox(self) -> Outbox:
+        policies = {a.name: AlertPolicy(a.digest, a.max_per_hour) for a in self.settings.alerts}
+        return Outbox(
+            self.redis,
+            self.deliveries_queue,
+            tuple(self.settings.delivery.retries),
+            policies,
+            self.settings.dedupe.ttl,
+        )
 
     @cached_property
     def http(self) -> httpx.Client:

@@ -11,11 +11,14 @@ from pathlib import Path
 from standardwebhooks import Webhook
 
 from tests.conftest import EULERPOOL_RSS, ROOT, LocalServer, Response, wait_for
+from tests.integration.mail_servers import start_mail_server
+
+SAMPLE_TITLE = "DeepSeek verschiebt Modellstart nach Problemen mit Huaweis KI-Chips"
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-def write_config(tmp_path: Path, redis_url: str, server: LocalServer) -> str:
+def write_config(tmp_path: Path, redis_url: str, server: LocalServer, smtp_port: int = 9) -> str:
     path = tmp_path / "newswatch.yaml"
     path.write_text(
         f"""
@@ -29,6 +32,8 @@ channels:
   hook: {{type: webhook, url: "{server.url("/hook")}", secret: "{SECRET}"}}
   console: {{type: log}}
   down: {{type: webhook, url: "http://127.0.0.1:9/hook"}}
+  mail: {{type: email, to: [ops@example.org], from: newswatch@example.org,
+          smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}}}
 """,
         encoding="utf-8",
     )
@@ -121,6 +126,21 @@ def test_test_alert_reports_the_outcome(tmp_path: Path, redis_url: str, http_ser
     down = cli("test-alert", "down", "--config", config)
     assert down.returncode == 1 and "connection refused" in down.stdout
     assert cli("test-alert", "slak", "--config", config).returncode == 2
+
+
+def test_test_alert_by_email_prints_the_smtp_reply(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    mail = start_mail_server("plain", tmp_path)
+    try:
+        config = write_config(tmp_path, redis_url, http_server, smtp_port=mail.port)
+        result = cli("test-alert", "mail", "--config", config)
+    finally:
+        mail.stop()
+    assert result.returncode == 0, result.stderr
+    assert "delivered (SMTP 250 Message accepted for delivery)" in result.stdout
+    (received,) = mail.handler.received
+    assert received.message["Subject"] == "[newswatch] newswatch-test: " + SAMPLE_TITLE
 
 
 def test_commands_say_clearly_when_redis_is_unreachable(tmp_path: Path, http_server: LocalServer) -> None:

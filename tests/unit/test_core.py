@@ -14,7 +14,7 @@ from worker.core.identity import delivery_id, link_identity, primary_identity
 from worker.core.links import canonical_link
 from worker.core.models import AlertMatch, Item
 from worker.core.query import parse_query, parse_term_list
-from worker.core.render import alert_payload, deliveries_for, log_line, webhook_body, webhook_signature
+from worker.core.render import alert_payload, deliveries_for, log_lines, webhook_body, webhook_signature
 from worker.core.rules import AlertRule, RuleSet, TopicRule, classify, too_old_to_alert
 from worker.core.text import fold, html_to_text, one_line, words
 from worker.core.topics import merge_topics, split_categories
@@ -232,6 +232,6 @@ def test_deliveries_one_per_alert_and_channel_and_log_line() -> None:
     classified = classify(_item(title="DeepSeek\r\nBcc: evil@example.com"), RULES)
     deliveries = deliveries_for(classified, datetime(2026, 1, 1, tzinfo=UTC))
     assert [(d.alert, d.channel) for d in deliveries] == [("deepseek", "hook")]
-    line = log_line(deliveries[0])
+    (line,) = log_lines(deliveries[0])
     assert "\n" not in line and "\r" not in line
     assert line.startswith("ALERT alert=deepseek feed=eulerpool item=item-1 matched=DeepSeek")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "nw"
 
 # RQ queue names. Items and deliveries are separate so a slow webhook never delays ingestion.
@@ -16,9 +18,26 @@ def seen(identity: str) -> str:
     return f"{PREFIX}:s:{identity}"
 
 
-def sent(delivery_id: str) -> str:
-    """A delivery that a receiver accepted. TTL: dedupe.ttl, so a replay within it is never re-sent."""
-    return f"{PREFIX}:sent:{delivery_id}"
+def delivery_state(delivery_id: str) -> str:
+    """'sending:<token>' while a worker holds the claim (TTL: the lease, one send timeout and a
+    margin, so a killed worker's claim lapses), then 'sent' (TTL: dedupe.ttl, so a replay or
+    re-run job within it is never sent again)."""
+    return f"{PREFIX}:d:{delivery_id}"
+
+
+def hourly_count(alert: str, hour: int) -> str:
+    """Immediate alerts of a capped rule in one clock hour. TTL: two hours, then it is history."""
+    return f"{PREFIX}:rate:{alert}:{hour}:n"
+
+
+def digest_buffer(alert: str, channel: str) -> str:
+    """Alerts held for the next digest of (alert, channel), as JSON entries. TTL: dedupe.ttl,
+    refreshed on every push; the flush job empties it long before."""
+    return f"{PREFIX}:digest:{alert}:{channel}"
+
+
+def digest_id(alert: str, channel: str, window_end: str) -> str:
+    return hashlib.blake2b(f"{alert}\x1f{channel}\x1f{window_end}".encode(), digest_size=12).hexdigest()
 
 
 def feed_state(feed: str) -> str:

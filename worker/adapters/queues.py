@@ -7,17 +7,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
-from redis.client import Pipeline
-from rq import Callback, Queue, Retry
+from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from worker.adapters import keys
-from worker.core.models import Delivery, Item
+from worker.core.models import Item
 
 ITEM_JOB = "worker.jobs.process_items"
-DELIVERY_JOB = "worker.jobs.deliver"
-DELIVERY_FAILURE_CALLBACK = "worker.jobs.on_delivery_failure"
 JOB_TIMEOUT = 300  # seconds; one batch or one delivery try is far below this
 RESULT_TTL = 600  # finished jobs stay visible in rq-dashboard for a while, then go
 FAILURE_TTL = int(timedelta(days=30).total_seconds())  # failed deliveries wait for replay-failed
@@ -48,39 +45,6 @@ def enqueue_item_batches(items_queue: Queue, feed: str, items: Sequence[Item], b
         )
         pipe.execute()
     return len(batches)
-
-
-@dataclass(frozen=True)
-class DeliveryEnqueuer:
-    """Enqueues delivery jobs inside the caller's MULTI (see store.SeenStore.commit_new)."""
-
-    deliveries_queue: Queue
-    retries: tuple[timedelta, ...]
-
-    def __call__(self, pipe: Pipeline, deliveries: Sequence[Delivery]) -> None:
-        if not deliveries:
-            return
-        retry = (
-            Retry(max=len(self.retries), interval=[int(r.total_seconds()) for r in self.retries])
-            if self.retries
-            else None
-        )
-        self.deliveries_queue.enqueue_many(
-            [
-                Queue.prepare_data(
-                    DELIVERY_JOB,
-                    args=(delivery.to_dict(),),
-                    job_id=delivery.delivery_id,
-                    retry=retry,
-                    on_failure=Callback(DELIVERY_FAILURE_CALLBACK),
-                    result_ttl=RESULT_TTL,
-                    failure_ttl=FAILURE_TTL,
-                    description=f"alert {delivery.alert} -> {delivery.channel}",
-                )
-                for delivery in deliveries
-            ],
-            pipeline=pipe,
-        )
 
 
 @dataclass(frozen=True)

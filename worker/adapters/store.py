@@ -9,20 +9,19 @@ between, so no alert is lost and none is enqueued twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
-from redis.client import Pipeline
 
 from worker.adapters import keys
+from worker.adapters.outbox import Outbox
 from worker.core.models import Delivery, Item, parse_utc, utc_iso
 
 log = logging.getLogger(__name__)
 
-EnqueueFn = Callable[[Pipeline, Sequence[Delivery]], None]
 _MAX_WATCH_RETRIES = 20
 
 
@@ -54,25 +53,31 @@ class SeenStore:
             counts = pipe.execute()
         return [c for c, count in zip(candidates, counts, strict=True) if count == 0]
 
-    def commit_new(self, feed: str, candidates: Sequence[Candidate], enqueue: EnqueueFn) -> list[Candidate]:
+    def commit_new(
+        self, feed: str, candidates: Sequence[Candidate], outbox: Outbox, now: datetime
+    ) -> list[Candidate]:
         """Atomically: keep the candidates none of whose identities is seen, mark them seen and
-        enqueue their deliveries. Returns the candidates that were new."""
-        all_keys = sorted({keys.seen(i) for c in candidates for i in c.identities})
-        if not all_keys:
+        hand their deliveries to the outbox. Returns the candidates that were new."""
+        seen_keys = sorted({keys.seen(i) for c in candidates for i in c.identities})
+        if not seen_keys:
             return []
+        all_deliveries = [d for c in candidates for d in c.deliveries]
         for _ in range(_MAX_WATCH_RETRIES):
             with self.redis.pipeline() as pipe:
                 try:
-                    pipe.watch(*all_keys)  # type: ignore[no-untyped-call]
-                    present = {k for k, v in zip(all_keys, pipe.mget(all_keys), strict=True) if v is not None}
+                    pipe.watch(*seen_keys, *outbox.watch_keys(all_deliveries, now))  # type: ignore[no-untyped-call]
+                    present = {
+                        k for k, v in zip(seen_keys, pipe.mget(seen_keys), strict=True) if v is not None
+                    }
                     new = _first_of_each_story(candidates, present)
+                    routing = outbox.plan(pipe, [d for c in new for d in c.deliveries], now)
                     pipe.multi()
                     for candidate in new:
                         for identity in candidate.identities:
                             pipe.set(keys.seen(identity), b"1", ex=self.ttl)
                     if new:
                         pipe.hincrby(keys.feed_state(feed), "items_seen", len(new))
-                        enqueue(pipe, [d for c in new for d in c.deliveries])
+                        outbox.write(pipe, routing, now)
                     pipe.execute()
                     return new
                 except redis.WatchError:

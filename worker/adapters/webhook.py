@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 import httpx
 
@@ -17,6 +18,7 @@ from worker.core.render import webhook_body, webhook_signature
 class SendOutcome:
     status: int
     seconds: float
+    detail: str  # what the receiver answered, for people (test-alert, logs)
 
 
 def send_webhook(
@@ -47,11 +49,35 @@ def send_webhook(
         # The exception text can carry the URL (tokens live in webhook URLs), so name only its kind.
         raise DeliveryError(f"webhook {delivery.channel}: {_transport_reason(e)}") from e
     elapsed = time.monotonic() - started
-    if response.status_code == 410:
+    status = response.status_code
+    if status == 410:
         raise PermanentDeliveryError(f"webhook {delivery.channel}: HTTP 410 Gone, receiver refuses alerts")
-    if not 200 <= response.status_code < 300:
-        raise DeliveryError(f"webhook {delivery.channel}: HTTP {response.status_code}")
-    return SendOutcome(response.status_code, elapsed)
+    if 300 <= status < 400:
+        raise DeliveryError(
+            f"webhook {delivery.channel}: HTTP {status} redirect not followed; fix the channel URL"
+        )
+    if not 200 <= status < 300:
+        retry_after = (
+            retry_after_seconds(response.headers.get("retry-after")) if status in (429, 503) else None
+        )
+        raise DeliveryError(f"webhook {delivery.channel}: HTTP {status}", retry_after=retry_after)
+    return SendOutcome(status, elapsed, f"HTTP {status}")
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: either delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
 def _transport_reason(error: httpx.TransportError) -> str:

@@ -26,7 +26,13 @@ class FeedParseError(NewswatchError):
 
 
 class DeliveryError(NewswatchError):
-    """An alert could not be delivered through a channel; it will be retried."""
+    """An alert could not be delivered through a channel; it will be retried.
+
+    `retry_after` (seconds) is the receiver's own wish (HTTP Retry-After), honoured if given."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentDeliveryError(DeliveryError):

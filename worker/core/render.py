@@ -65,21 +65,27 @@ def webhook_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> 
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
-def log_line(delivery: Delivery) -> str:
-    """One structured (logfmt) line per alert, readable by people and by log shippers."""
+def log_lines(delivery: Delivery) -> list[str]:
+    """One structured (logfmt) line per alert, readable by people and by log shippers; a digest
+    gives one line per item it holds."""
     data = delivery.payload["data"]
-    item = data["item"]
+    entries = data["items"] if "items" in data else [{"matched": data["matched"], "item": data["item"]}]
+    kind = "DIGEST" if "items" in data else "ALERT"
+    return [f"{kind} " + _logfmt_fields(data["alert"], e["matched"], e["item"]) for e in entries]
+
+
+def _logfmt_fields(alert: str, matched: list[str], item: dict[str, Any]) -> str:
     fields = {
-        "alert": data["alert"],
+        "alert": alert,
         "feed": item["feed"],
         "item": item["id"],
-        "matched": ",".join(data["matched"]),
+        "matched": ",".join(matched),
         "title": one_line(item["title"] or ""),
-        "link": item["link"] or "",
+        "link": one_line(item["link"] or ""),
         "published": item["published"] or "",
         "topics": ",".join(item["topics"]),
     }
-    return "ALERT " + " ".join(f"{key}={_logfmt(value)}" for key, value in fields.items())
+    return " ".join(f"{key}={_logfmt(value)}" for key, value in fields.items())
 
 
 def _logfmt(value: str) -> str:

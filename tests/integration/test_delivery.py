@@ -1,0 +1,375 @@
+"""Delivery you can trust: misbehaving webhook receivers, real SMTP servers, digests, caps,
+claims and replays. Each test asserts exactly what the receiver got."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from standardwebhooks import Webhook
+
+from tests.conftest import LocalServer, Response, rss, wait_for
+from tests.integration.helpers import drain, make_runtime
+from tests.integration.mail_servers import RecordingHandler, start_mail_server
+from worker import commands
+from worker.adapters import keys
+from worker.core.models import Delivery
+from worker.pipeline import deliver, poll_feed
+from worker.runtime import Runtime
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def setup(
+    tmp_path: Path,
+    redis_url: str,
+    server: LocalServer,
+    items: list[dict[str, str]],
+    alert: str = "",
+    channels: str = "",
+) -> Runtime:
+    server.routes["/feed"] = Response(rss(items))
+    alert = alert or "{name: deepseek, query: DeepSeek, channels: [hook]}"
+    body = f"""
+feeds:
+  - {{name: news, url: "{server.url("/feed")}"}}
+alerts:
+  - {alert}
+channels:
+  hook: {{type: webhook, url: "{server.url("/hook")}", secret: "{SECRET}"}}
+{channels}
+"""
+    return make_runtime(tmp_path, redis_url, body)
+
+
+ONE = [{"title": "DeepSeek R2 verschoben", "guid": "1", "link": "https://n.example/1"}]
+
+
+def drain_until(rt: Runtime, condition, timeout: float = 30):  # type: ignore[no-untyped-def]
+    def step():  # type: ignore[no-untyped-def]
+        drain(rt)
+        return condition()
+
+    return wait_for(step, timeout=timeout, interval=0.2)
+
+
+def verified(server: LocalServer) -> list[dict]:  # type: ignore[type-arg]
+    return [Webhook(SECRET).verify(r.body, r.headers) for r in server.received("/hook")]
+
+
+def test_429_retry_after_is_honoured(tmp_path: Path, redis_url: str, http_server: LocalServer) -> None:
+    answers = iter([Response(status=429, headers={"Retry-After": "3"}), Response(b"ok")])
+    http_server.routes["/hook"] = lambda request: next(answers)
+    rt = setup(tmp_path, redis_url, http_server, ONE)
+    poll_feed(rt, rt.settings.feeds[0])
+    drain_until(rt, lambda: len(http_server.received("/hook")) == 2)
+    first, second = http_server.received("/hook")
+    assert int(second.headers["webhook-timestamp"]) - int(first.headers["webhook-timestamp"]) >= 3
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert first.headers["webhook-timestamp"] != second.headers["webhook-timestamp"]
+    assert len(verified(http_server)) == 2
+
+
+def test_410_stops_at_once_and_replay_failed_sends_with_the_original_id(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    http_server.routes["/hook"] = Response(status=410)
+    rt = setup(tmp_path, redis_url, http_server, ONE)
+    poll_feed(rt, rt.settings.feeds[0])
+    drain(rt)
+    time.sleep(1.5)
+    drain(rt)
+    (gone,) = http_server.received("/hook")
+    registry = FailedJobRegistry(queue=rt.deliveries_queue)
+    (job_id,) = registry.get_job_ids()
+    job = rt.deliveries_queue.fetch_job(job_id)
+    assert job is not None and "HTTP 410 Gone" in (job.latest_result().exc_string or "")  # type: ignore[union-attr]
+
+    http_server.routes["/hook"] = Response(b"ok")
+    assert commands.replay_failed(rt.config, "other-channel") == 0
+    assert registry.count == 1  # another channel's replay leaves it alone
+    assert commands.replay_failed(rt.config, "hook") == 0
+    drain(rt)
+    _, replayed = http_server.received("/hook")
+    assert replayed.headers["webhook-id"] == gone.headers["webhook-id"] == job_id
+    assert registry.count == 0
+    Webhook(SECRET).verify(replayed.body, replayed.headers)
+
+
+def test_redirects_are_not_followed(tmp_path: Path, redis_url: str, http_server: LocalServer) -> None:
+    http_server.routes["/hook"] = Response(status=301, headers={"Location": http_server.url("/elsewhere")})
+    http_server.routes["/elsewhere"] = Response(b"ok")
+    rt = setup(tmp_path, redis_url, http_server, ONE)
+    poll_feed(rt, rt.settings.feeds[0])
+    drain_until(rt, lambda: FailedJobRegistry(queue=rt.deliveries_queue).count == 1)
+    assert len(http_server.received("/hook")) == 3  # 1 try + 2 retries (test config), never followed
+    assert http_server.received("/elsewhere") == []
+
+
+def test_slow_receiver_times_out_and_is_retried(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    calls = {"n": 0}
+
+    def slow_then_fast(request):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            time.sleep(4)  # beyond delivery.timeout (3s in the test config)
+        return Response(b"ok")
+
+    http_server.routes["/hook"] = slow_then_fast
+    rt = setup(tmp_path, redis_url, http_server, ONE)
+    poll_feed(rt, rt.settings.feeds[0])
+    drain_until(rt, lambda: len(http_server.received("/hook")) == 2)
+    time.sleep(1.5)
+    drain(rt)
+    hooks = http_server.received("/hook")
+    assert len(hooks) == 2 and hooks[0].headers["webhook-id"] == hooks[1].headers["webhook-id"]
+    assert rt.redis.get(keys.delivery_state(hooks[0].headers["webhook-id"])) == b"sent"
+
+
+def test_connection_reset_is_retried(tmp_path: Path, redis_url: str, http_server: LocalServer) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    port = listener.getsockname()[1]
+    accepted = {"n": 0}
+
+    def reset_twice_then_proxy() -> None:
+        while accepted["n"] < 2:
+            conn, _ = listener.accept()
+            accepted["n"] += 1
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()  # RST
+
+    threading.Thread(target=reset_twice_then_proxy, daemon=True).start()
+    http_server.routes["/feed"] = Response(rss(ONE))
+    body = f"""
+feeds:
+  - {{name: news, url: "{http_server.url("/feed")}"}}
+alerts:
+  - {{name: deepseek, query: DeepSeek, channels: [flaky]}}
+channels:
+  flaky: {{type: webhook, url: "http://127.0.0.1:{port}/hook"}}
+"""
+    rt = make_runtime(tmp_path, redis_url, body)
+    poll_feed(rt, rt.settings.feeds[0])
+    drain_until(rt, lambda: FailedJobRegistry(queue=rt.deliveries_queue).count == 1)
+    assert accepted["n"] == 2
+    listener.close()
+    # 3 tries in all: the third found nothing listening; all of it is in the failed registry
+    job = rt.deliveries_queue.fetch_job(FailedJobRegistry(queue=rt.deliveries_queue).get_job_ids()[0])
+    assert "DeliveryError" in (job.latest_result().exc_string or "")  # type: ignore[union-attr]
+
+
+def test_a_delivery_job_run_twice_sends_once(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    http_server.routes["/hook"] = Response(b"ok")
+    rt = setup(tmp_path, redis_url, http_server, ONE)
+    poll_feed(rt, rt.settings.feeds[0])
+    from worker.pipeline import process_items
+
+    (job_id,) = rt.items_queue.job_ids
+    job = rt.items_queue.fetch_job(job_id)
+    process_items(rt, *job.args)  # type: ignore[union-attr]
+    (delivery_job_id,) = rt.deliveries_queue.job_ids
+    delivery = Delivery.from_dict(rt.deliveries_queue.fetch_job(delivery_job_id).args[0])  # type: ignore[union-attr]
+    assert deliver(rt, delivery) == "delivered"
+    assert deliver(rt, delivery) == "already delivered"
+    drain(rt)  # the queued job itself runs too: still nothing more
+    assert len(http_server.received("/hook")) == 1
+
+
+def test_digest_collects_a_window_into_one_message(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    http_server.routes["/hook"] = Response(b"ok")
+    items = [
+        {"title": f"DeepSeek Meldung {n}", "guid": str(n), "link": f"https://n.example/{n}"} for n in range(3)
+    ]
+    rt = setup(
+        tmp_path,
+        redis_url,
+        http_server,
+        items,
+        alert="{name: deepseek, query: DeepSeek, channels: [hook], digest: 3s}",
+    )
+    poll_feed(rt, rt.settings.feeds[0])
+    drain(rt)
+    assert http_server.received("/hook") == []
+    assert ScheduledJobRegistry(queue=rt.deliveries_queue).count == 1
+    drain_until(rt, lambda: len(http_server.received("/hook")) == 1, timeout=20)
+    time.sleep(1)
+    drain(rt)
+    (payload,) = verified(http_server)
+    assert payload["type"] == "newswatch.digest"
+    assert payload["data"]["alert"] == "deepseek" and payload["data"]["count"] == 3
+    assert sorted(e["item"]["title"] for e in payload["data"]["items"]) == [
+        f"DeepSeek Meldung {n}" for n in range(3)
+    ]
+    assert all(e["matched"] == ["DeepSeek"] for e in payload["data"]["items"])
+
+
+def test_max_per_hour_folds_the_excess_into_a_digest(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    http_server.routes["/hook"] = Response(b"ok")
+    items = [
+        {"title": f"DeepSeek Meldung {n}", "guid": str(n), "link": f"https://n.example/{n}"} for n in range(5)
+    ]
+    rt = setup(
+        tmp_path,
+        redis_url,
+        http_server,
+        items,
+        alert="{name: deepseek, query: DeepSeek, channels: [hook], max_per_hour: 2}",
+    )
+    poll_feed(rt, rt.settings.feeds[0])
+    drain(rt)
+    assert len(http_server.received("/hook")) == 2  # immediate, up to the cap
+    assert rt.redis.llen(keys.digest_buffer("deepseek", "hook")) == 3  # nothing dropped
+    (scheduled_id,) = ScheduledJobRegistry(queue=rt.deliveries_queue).get_job_ids()
+    flush = rt.deliveries_queue.fetch_job(scheduled_id)
+    from worker import jobs
+
+    jobs.flush_digest(*flush.args)  # type: ignore[union-attr]  # what RQ runs at the end of the hour
+    drain(rt)
+    payloads = verified(http_server)
+    assert [p["type"] for p in payloads] == ["newswatch.alert", "newswatch.alert", "newswatch.digest"]
+    titles = {p["data"]["item"]["title"] for p in payloads[:2]} | {
+        e["item"]["title"] for e in payloads[2]["data"]["items"]
+    }
+    assert titles == {f"DeepSeek Meldung {n}" for n in range(5)}
+
+
+# --- email ---------------------------------------------------------------------------------------
+
+EVIL_TITLE = "DeepSeek\r\nBcc: victim@example.org\r\nX-Injected: 1 =?utf-8?q?Subject:_x?= \u2028 end\x00"
+
+
+def email_setup(
+    tmp_path: Path, redis_url: str, server: LocalServer, smtp_yaml: str, title: str = "DeepSeek R2"
+) -> Runtime:
+    items = [{"title": title.replace("&", "&amp;").replace("<", "&lt;"), "guid": "1", "link": "https://n.example/1",
+              "description": "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src='http://track.example/p.gif'&gt;"
+              "&lt;a href='javascript:alert(2)'&gt;klick&lt;/a&gt; DeepSeek"}]  # fmt: skip
+    channels = f"""  mail:
+    type: email
+    to: [ops@example.org, desk@example.org]
+    from: newswatch@example.org
+    smtp: {smtp_yaml}"""
+    return setup(
+        tmp_path,
+        redis_url,
+        server,
+        items,
+        alert="{name: deepseek, query: DeepSeek, channels: [mail]}",
+        channels=channels,
+    )
+
+
+def test_email_plain_smtp_with_hostile_title_and_html(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    mail = start_mail_server("plain", tmp_path)
+    try:
+        rt = email_setup(
+            tmp_path,
+            redis_url,
+            http_server,
+            f"{{host: 127.0.0.1, port: {mail.port}, starttls: false}}",
+            EVIL_TITLE,
+        )
+        poll_feed(rt, rt.settings.feeds[0])
+        drain(rt)
+        (received,) = mail.handler.received
+    finally:
+        mail.stop()
+    assert sorted(received.recipients) == ["desk@example.org", "ops@example.org"]
+    message = received.message
+    assert sorted(message.keys()) == sorted(
+        ["Subject", "From", "To", "Date", "Message-ID", "Auto-Submitted", "MIME-Version", "Content-Type"]
+    )
+    subject = str(message["Subject"])
+    assert subject.startswith("[newswatch] deepseek: DeepSeek Bcc: victim@example.org X-Injected: 1")
+    assert "\n" not in subject and "\r" not in subject and "\x00" not in subject and "\u2028" not in subject
+    assert message["Message-ID"].startswith("<msg_")
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "<script" not in html and "<img" not in html and "javascript:" not in html
+    assert "&lt;script&gt;" not in html or "alert(1)" in html  # shown as text at most, never as markup
+    assert 'href="https://n.example/1"' in html
+    assert "https://n.example/1" in text
+
+
+def test_email_starttls_verified_with_login(tmp_path: Path, redis_url: str, http_server: LocalServer) -> None:
+    mail = start_mail_server("starttls", tmp_path)
+    try:
+        smtp = (
+            f"{{host: 127.0.0.1, port: {mail.port}, starttls: true, tls_verify: true,"
+            f" ca_file: '{mail.ca_file}', username: alerts, password: s3cret}}"
+        )
+        rt = email_setup(tmp_path, redis_url, http_server, smtp)
+        poll_feed(rt, rt.settings.feeds[0])
+        drain(rt)
+        assert len(mail.handler.received) == 1
+        # Without our CA the certificate is not trusted: nothing is sent, the delivery is retried.
+        rt2 = email_setup(tmp_path, redis_url, http_server, smtp.replace(f" ca_file: '{mail.ca_file}',", ""))
+        rt2.redis.flushall()
+        poll_feed(rt2, rt2.settings.feeds[0])
+        drain(rt2)
+        assert len(mail.handler.received) == 1
+        assert ScheduledJobRegistry(queue=rt2.deliveries_queue).count == 1
+    finally:
+        mail.stop()
+
+
+def test_email_implicit_tls(tmp_path: Path, redis_url: str, http_server: LocalServer) -> None:
+    mail = start_mail_server("implicit", tmp_path)
+    try:
+        login = "username: alerts, password: s3cret"
+        smtp = f"{{host: 127.0.0.1, port: {mail.port}, ssl: true, ca_file: '{mail.ca_file}', {login}}}"
+        rt = email_setup(tmp_path, redis_url, http_server, smtp)
+        poll_feed(rt, rt.settings.feeds[0])
+        drain(rt)
+        assert len(mail.handler.received) == 1
+    finally:
+        mail.stop()
+
+
+@pytest.mark.parametrize(
+    ("handler", "sent", "failed"),
+    [
+        (RecordingHandler(refuse_data=["421 Try again later"]), 1, 0),
+        (RecordingHandler(refuse_rcpt="550 No such user"), 0, 1),
+    ],
+    ids=["421-then-ok", "550"],
+)
+def test_smtp_4xx_is_retried_5xx_is_permanent(
+    tmp_path: Path,
+    redis_url: str,
+    http_server: LocalServer,
+    handler: RecordingHandler,
+    sent: int,
+    failed: int,
+) -> None:
+    mail = start_mail_server("plain", tmp_path, handler)
+    try:
+        rt = email_setup(
+            tmp_path, redis_url, http_server, f"{{host: 127.0.0.1, port: {mail.port}, starttls: false}}"
+        )
+        poll_feed(rt, rt.settings.feeds[0])
+        drain(rt)
+        time.sleep(1.5)
+        drain(rt)
+        time.sleep(1.5)
+        drain(rt)
+        assert len(mail.handler.received) == sent
+        assert FailedJobRegistry(queue=rt.deliveries_queue).count == failed
+    finally:
+        mail.stop()

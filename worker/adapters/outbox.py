@@ -1,0 +1,162 @@
+"""The outbox in Redis: delivery jobs, digest buffers, hourly caps and per-delivery claims.
+
+Writing happens inside the seen-store's transaction (see store.SeenStore.commit_new): `watch_keys`
+names what the routing decision reads, `plan` reads it (the pipeline is still in WATCH mode),
+`write` queues the result after MULTI. Claims make a delivery go out at most once even if its
+job is run twice (replayed, abandoned and re-run): claim, send, then mark sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import redis
+from redis.client import Pipeline
+from rq import Callback, Queue, Retry
+
+from worker.adapters import keys
+from worker.adapters.queues import FAILURE_TTL, RESULT_TTL
+from worker.core.errors import DeliveryError
+from worker.core.models import Delivery, utc_iso
+from worker.core.outbox import AlertPolicy, Routing, digest_delivery, hour_index, route
+
+log = logging.getLogger(__name__)
+
+DELIVERY_JOB = "worker.jobs.deliver"
+DIGEST_JOB = "worker.jobs.flush_digest"
+DELIVERY_FAILURE_CALLBACK = "worker.jobs.on_delivery_failure"
+_RELEASE_CLAIM = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class Outbox:
+    connection: redis.Redis
+    deliveries_queue: Queue
+    retries: tuple[timedelta, ...]
+    policies: dict[str, AlertPolicy]
+    remember_for: timedelta  # how long a sent delivery and a digest buffer are kept
+
+    # --- routing, inside the seen-store transaction -------------------------------------------
+
+    def _capped_alerts(self, deliveries: Sequence[Delivery]) -> list[str]:
+        return sorted({d.alert for d in deliveries if self.policies.get(d.alert, AlertPolicy()).max_per_hour})
+
+    def watch_keys(self, deliveries: Sequence[Delivery], now: datetime) -> list[str]:
+        return [keys.hourly_count(alert, hour_index(now)) for alert in self._capped_alerts(deliveries)]
+
+    def plan(self, pipe: Pipeline, deliveries: Sequence[Delivery], now: datetime) -> Routing:
+        alerts = self._capped_alerts(deliveries)
+        counts: dict[str, int] = {}
+        if alerts:
+            values = pipe.mget(self.watch_keys(deliveries, now))  # immediate: pipeline in WATCH mode
+            counts = {alert: int(value or 0) for alert, value in zip(alerts, values, strict=True)}
+        return route(list(deliveries), self.policies, counts, now)
+
+    def write(self, pipe: Pipeline, routing: Routing, now: datetime) -> None:
+        hour = hour_index(now)
+        for alert, count in routing.sent_this_hour.items():
+            pipe.set(keys.hourly_count(alert, hour), count, ex=int(timedelta(hours=2).total_seconds()))
+        self.enqueue(pipe, routing.immediate)
+        scheduled: set[tuple[str, str, datetime]] = set()
+        for held in routing.digested:
+            d = held.delivery
+            buffer = keys.digest_buffer(d.alert, d.channel)
+            pipe.rpush(buffer, json.dumps(d.payload["data"], ensure_ascii=False))
+            pipe.expire(buffer, int(self.remember_for.total_seconds()))
+            scheduled.add((d.alert, d.channel, held.window_end))
+        for alert, channel, end in sorted(scheduled):
+            self._schedule_flush(pipe, alert, channel, end)
+
+    def enqueue(self, pipe: Pipeline, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        retry = (
+            Retry(max=len(self.retries), interval=[_seconds(r) for r in self.retries])
+            if self.retries
+            else None
+        )
+        self.deliveries_queue.enqueue_many(
+            [
+                Queue.prepare_data(
+                    DELIVERY_JOB,
+                    args=(delivery.to_dict(),),
+                    job_id=delivery.delivery_id,
+                    retry=retry,
+                    on_failure=Callback(DELIVERY_FAILURE_CALLBACK),
+                    result_ttl=RESULT_TTL,
+                    failure_ttl=FAILURE_TTL,
+                    description=f"alert {delivery.alert} -> {delivery.channel}",
+                )
+                for delivery in deliveries
+            ],
+            pipeline=pipe,
+        )
+
+    def _schedule_flush(self, pipe: Pipeline, alert: str, channel: str, end: datetime) -> None:
+        # The same id for the same window: scheduling it again for every held alert is harmless.
+        job = self.deliveries_queue.create_job(
+            DIGEST_JOB,
+            args=(alert, channel, utc_iso(end)),
+            job_id=f"digest_{keys.digest_id(alert, channel, utc_iso(end))}",
+            result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+            description=f"digest {alert} -> {channel} for the window ending {utc_iso(end)}",
+        )
+        self.deliveries_queue.schedule_job(job, end, pipeline=pipe)
+
+    # --- digests -------------------------------------------------------------------------------
+
+    def flush_digest(self, alert: str, channel: str, end: datetime, now: datetime) -> int:
+        """Move a digest buffer into one delivery job, atomically. Returns the items it holds."""
+        buffer = keys.digest_buffer(alert, channel)
+        for _ in range(20):
+            with self.connection.pipeline() as pipe:
+                try:
+                    pipe.watch(buffer)  # type: ignore[no-untyped-call]
+                    raw = pipe.lrange(buffer, 0, -1)
+                    if not raw:
+                        pipe.unwatch()
+                        return 0
+                    entries = [json.loads(entry) for entry in raw]
+                    pipe.multi()
+                    pipe.delete(buffer)
+                    self.enqueue(pipe, [digest_delivery(alert, channel, end, entries, now)])
+                    pipe.execute()
+                    return len(entries)
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"alert={alert} channel={channel}: digest buffer kept changing")
+
+    # --- claims --------------------------------------------------------------------------------
+
+    def claim(self, delivery: Delivery, lease: timedelta) -> str | None:
+        """A token if this worker may send now; None if it was already sent. Raises while another
+        worker holds a claim (its lease ends after one send timeout)."""
+        token = uuid.uuid4().hex
+        key = keys.delivery_state(delivery.delivery_id)
+        if self.connection.set(key, f"sending:{token}", nx=True, ex=_seconds(lease)):
+            return token
+        if self.connection.get(key) == b"sent":
+            return None
+        raise DeliveryError(f"channel {delivery.channel}: being sent by another worker right now")
+
+    def release(self, delivery: Delivery, token: str) -> None:
+        script = self.connection.register_script(_RELEASE_CLAIM)
+        script(keys=[keys.delivery_state(delivery.delivery_id)], args=[f"sending:{token}"])
+
+    def mark_sent(self, delivery: Delivery) -> None:
+        self.connection.set(
+            keys.delivery_state(delivery.delivery_id), b"sent", ex=_seconds(self.remember_for)
+        )
+
+
+def _seconds(delta: timedelta) -> int:
+    return max(1, int(delta.total_seconds()))

@@ -1,0 +1,91 @@
+"""Which alerts go out now and which wait for a digest (alert rules' `digest` and `max_per_hour`).
+
+Pure: the caller reads the hour's counters from Redis, this decides, the caller writes the
+result in the same transaction that marks the items seen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from worker.core.identity import delivery_id
+from worker.core.models import Delivery, utc_iso
+
+CAP_WINDOW = timedelta(hours=1)  # max_per_hour counts per clock hour; the excess waits for its end
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    digest: timedelta | None = None
+    max_per_hour: int | None = None
+
+
+@dataclass(frozen=True)
+class Digested:
+    """A delivery held back for the digest of (alert, channel) that closes at `window_end`."""
+
+    delivery: Delivery
+    window_end: datetime
+
+
+@dataclass(frozen=True)
+class Routing:
+    immediate: tuple[Delivery, ...]
+    digested: tuple[Digested, ...]
+    sent_this_hour: dict[str, int]  # alert -> immediate alerts counted this hour, after this batch
+
+
+def window_end(now: datetime, window: timedelta) -> datetime:
+    """End of the fixed window (aligned to the epoch) that contains `now`."""
+    seconds = window.total_seconds()
+    index = math.floor(now.timestamp() / seconds)
+    return datetime.fromtimestamp((index + 1) * seconds, UTC)
+
+
+def hour_index(now: datetime) -> int:
+    return math.floor(now.timestamp() / CAP_WINDOW.total_seconds())
+
+
+def route(
+    deliveries: list[Delivery],
+    policies: dict[str, AlertPolicy],
+    sent_this_hour: dict[str, int],
+    now: datetime,
+) -> Routing:
+    """Digest alerts wait for their window; capped alerts go out until the hour's cap is reached,
+    the rest waits for the next digest (the alert's own window, else the end of the hour).
+    The cap counts items: one item to three channels is one alert."""
+    counts = dict(sent_this_hour)
+    decided: dict[tuple[str, str], bool] = {}  # (alert, item id) -> goes out now
+    immediate: list[Delivery] = []
+    digested: list[Digested] = []
+    for delivery in deliveries:
+        policy = policies.get(delivery.alert, AlertPolicy())
+        key = (delivery.alert, delivery.payload["data"]["item"]["id"])
+        if key not in decided:
+            now_allowed = policy.digest is None
+            if now_allowed and policy.max_per_hour is not None:
+                now_allowed = counts.get(delivery.alert, 0) < policy.max_per_hour
+                if now_allowed:
+                    counts[delivery.alert] = counts.get(delivery.alert, 0) + 1
+            decided[key] = now_allowed
+        if decided[key]:
+            immediate.append(delivery)
+        else:
+            digested.append(Digested(delivery, window_end(now, policy.digest or CAP_WINDOW)))
+    return Routing(tuple(immediate), tuple(digested), counts)
+
+
+def digest_delivery(
+    alert: str, channel: str, end: datetime, entries: list[dict[str, Any]], now: datetime
+) -> Delivery:
+    """One message for every alert collected in a window; its id is the same on every try."""
+    payload = {
+        "type": "newswatch.digest",
+        "timestamp": utc_iso(now),
+        "data": {"alert": alert, "window_end": utc_iso(end), "count": len(entries), "items": entries},
+    }
+    return Delivery(delivery_id(alert, "digest:" + utc_iso(end), channel), alert, channel, payload)
