@@ -62,7 +62,9 @@ class Runtime:
 
     @cached_property
     def http(self) -> httpx.Client:
-        return http_fetch.client(self.settings.polling.max_redirects)
+        return http_fetch.client(
+            self.settings.polling.max_redirects, self.settings.polling.allow_private_addresses
+        )
 
 
 def connect(config: Config) -> Runtime:

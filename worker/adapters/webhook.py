@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 import httpx
 
-from worker.adapters.http_fetch import USER_AGENT
+from worker.adapters.http_fetch import USER_AGENT, http_retry_after
 from worker.core.errors import DeliveryError, PermanentDeliveryError
 from worker.core.models import Delivery
 from worker.core.render import webhook_body, webhook_signature
@@ -57,27 +56,9 @@ def send_webhook(
             f"webhook {delivery.channel}: HTTP {status} redirect not followed; fix the channel URL"
         )
     if not 200 <= status < 300:
-        retry_after = (
-            retry_after_seconds(response.headers.get("retry-after")) if status in (429, 503) else None
-        )
+        retry_after = http_retry_after(response.headers.get("retry-after")) if status in (429, 503) else None
         raise DeliveryError(f"webhook {delivery.channel}: HTTP {status}", retry_after=retry_after)
     return SendOutcome(status, elapsed, f"HTTP {status}")
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds from now: either delta-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        return None
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
 def _transport_reason(error: httpx.TransportError) -> str:
