@@ -77,17 +77,20 @@ def status_data(rt: Runtime) -> dict[str, Any]:
     feeds = []
     for feed in rt.settings.feeds:
         state = rt.feed_states.get(feed.name)
+        moved = state.url if state.url and state.moved_from == feed.url else None
+        next_poll = max((t for t in (state.next_poll, state.not_before) if t), default=None)
         feeds.append(
             {
                 "name": feed.name,
-                "url": rt.config.redact(state.url or feed.url),
+                "url": rt.config.redact(moved or feed.url),
                 "disabled": state.disabled,
                 "last_poll": _iso(state.last_poll),
                 "last_success": _iso(state.last_success),
-                "next_poll": _iso(state.next_poll),
+                "next_poll": None if state.disabled else _iso(next_poll),
                 "error": state.error,
                 "error_count": state.error_count,
                 "items_seen": state.items_seen,
+                "warning": state.warning,
             }
         )
     counts = queues.queue_counts(rt.redis)
@@ -115,7 +118,7 @@ def status(config: Config, as_json: bool) -> int:
     for column in ("feed", "last success", "next poll", "errors", "items seen", "problem"):
         feeds.add_column(column)
     for f in data["feeds"]:
-        problem = ("[red]disabled: [/red]" if f["disabled"] else "") + (f["error"] or "")
+        problem = ("[red]disabled: [/red]" if f["disabled"] else "") + (f["error"] or f["warning"] or "")
         feeds.add_row(
             f["name"], f["last_success"] or "never", f["next_poll"] or "-", str(f["error_count"]),
             str(f["items_seen"]), problem or "[green]ok[/green]",

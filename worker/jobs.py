@@ -35,8 +35,8 @@ def runtime() -> Runtime:
     return _runtime
 
 
-def process_items(feed: str, items: list[dict[str, Any]]) -> int:
-    return pipeline.process_items(runtime(), feed, items)
+def process_items(feed: str, items: list[dict[str, Any]], baseline: bool = False) -> int:
+    return pipeline.process_items(runtime(), feed, items, baseline)
 
 
 def deliver(delivery: dict[str, Any]) -> str:

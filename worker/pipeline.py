@@ -9,22 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
+import threading
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
+
 from worker import channels
-from worker.adapters.feed_parse import parse_feed
-from worker.adapters.http_fetch import FetchLimits, fetch
+from worker.adapters.feed_parse import ParsedFeed, parse_feed
+from worker.adapters.http_fetch import FetchLimits, FetchResult, RetryLaterError, fetch
 from worker.adapters.queues import enqueue_item_batches
-from worker.adapters.store import Candidate, identities_of
+from worker.adapters.store import Candidate, FeedState, identities_of
 from worker.config import FeedConfig
-from worker.core.errors import FeedGoneError, FeedParseError, FetchError
+from worker.core.errors import FeedGoneError, FeedParseError, FetchError, NewswatchError
 from worker.core.identity import link_identity
 from worker.core.models import Delivery, Item, parse_utc
 from worker.core.render import deliveries_for
 from worker.core.rules import classify, too_old_to_alert
+from worker.core.timing import wait_after_error, wait_after_success
+from worker.core.units import format_duration
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -35,51 +42,116 @@ CLAIM_MARGIN = timedelta(seconds=30)
 @dataclass(frozen=True)
 class PollOutcome:
     feed: str
-    status: str  # "new", "unchanged", "error", "disabled"
+    status: str  # "new", "unchanged", "error", "disabled", "waiting"
     items: int = 0  # items in the feed
     enqueued: int = 0  # items not seen before, sent to workers
     error: str | None = None
+
+
+GUID_CHURN_WARNING = "GUIDs change on every poll; items are matched by their links"
+# At most this many fetches run against one host at a time (scheduler threads wait their turn).
+PER_HOST_CONCURRENCY = 2
+_host_slots: dict[str, threading.BoundedSemaphore] = defaultdict(
+    lambda: threading.BoundedSemaphore(PER_HOST_CONCURRENCY)
+)
 
 
 def _candidate(item: Item) -> Candidate:
     return Candidate(item, identities_of(item, link_identity(item.canonical_link)))
 
 
-def poll_feed(rt: Runtime, feed: FeedConfig) -> PollOutcome:
-    """Poll one feed once. Never raises for feed problems: they are recorded in the feed's state."""
+def poll_feed(rt: Runtime, feed: FeedConfig, force: bool = False) -> PollOutcome:
+    """Poll one feed once. Never raises for feed problems: they are recorded in the feed's state.
+    `force` polls even while a backoff or cache lifetime says to wait (`newswatch poll`)."""
     state = rt.feed_states.get(feed.name)
-    if state.disabled:
-        return PollOutcome(feed.name, "disabled", error=state.error)
     now = rt.clock()
-    polling = rt.settings.polling
-    limits = FetchLimits(polling.timeout.total_seconds(), polling.max_bytes, polling.max_redirects)
+    if state.disabled:
+        if state.gone_url in (None, feed.url):
+            return PollOutcome(feed.name, "disabled", error=state.error)
+        log.info("feed=%s has a new URL in the config: enabled again", feed.name)
+        rt.feed_states.update(feed.name, disabled=False, gone_url=None, url=None, moved_from=None)
+        state = FeedState(items_seen=state.items_seen, last_success=state.last_success)
+    if not force and state.not_before and now < state.not_before:
+        return PollOutcome(feed.name, "waiting")
+    url = state.url if state.url and state.moved_from == feed.url else feed.url
     try:
-        result = fetch(rt.http, feed.url, limits, state.etag, state.last_modified)
-        body_hash = hashlib.sha256(result.body).hexdigest() if not result.not_modified else state.body_hash
-        if result.not_modified or body_hash == state.body_hash:
-            _record_success(rt, feed, now)
-            return PollOutcome(feed.name, "unchanged")
-        items = parse_feed(feed.name, result.body, result.url, result.content_type)
+        result, parsed = _fetch_and_parse(rt, feed, url, state)
     except (FetchError, FeedParseError) as e:
-        gone = isinstance(e, FeedGoneError)
-        count = rt.feed_states.record_error(feed.name, str(e), now, disable=gone)
-        log.warning("feed=%s poll failed (%d in a row): %s", feed.name, count, e)
-        return PollOutcome(feed.name, "error", error=str(e))
-    fresh = [c.item for c in rt.seen_store.unseen([_candidate(item) for item in items])]
-    enqueue_item_batches(rt.items_queue, feed.name, fresh, polling.batch_size)
+        return _record_failure(rt, feed, now, e)
+    interval = rt.settings.feed_interval(feed)
+    update: dict[str, Any] = {"last_poll": now, "last_success": now, "error": None, "error_count": 0}
+    if result.permanent_redirect and result.permanent_redirect != url:
+        update |= {"url": result.permanent_redirect, "moved_from": feed.url}
+        log.warning(
+            "feed=%s moved permanently; polling %s from now on",
+            feed.name,
+            rt.config.redact(result.permanent_redirect),
+        )
+    if parsed is None:  # 304 or the same body as last time
+        wait = wait_after_success(interval, result.fresh_for)
+        rt.feed_states.update(feed.name, **update, not_before=now + wait if wait > interval else None)
+        return PollOutcome(feed.name, "unchanged")
+    baseline = feed.name in rt.polled_feeds and state.last_success is None
+    if baseline:
+        log.warning(
+            "feed=%s its state in Redis is gone (flushed, or a new volume): re-baselining — the %d items "
+            "in the feed now are recorded, not alerted", feed.name, len(parsed.items),
+        )  # fmt: skip
+    found = rt.seen_store.lookup([_candidate(item) for item in parsed.items])
+    fresh = [c.item for c in found.fresh]
+    enqueue_item_batches(rt.items_queue, feed.name, fresh, rt.settings.polling.batch_size, baseline)
     # Validators are stored only after the items are safely queued: if Redis fails before this,
     # the next poll fetches and enqueues the same body again instead of skipping it.
-    _record_success(rt, feed, now, etag=result.etag, last_modified=result.last_modified, body_hash=body_hash)
-    log.info("feed=%s polled: %d items, %d new to process", feed.name, len(items), len(fresh))
-    return PollOutcome(feed.name, "new", len(items), len(fresh))
+    churn = found.guid_churn >= max(2, len(parsed.items) // 2)
+    wait = wait_after_success(interval, result.fresh_for, parsed.ttl_minutes)
+    rt.feed_states.update(
+        feed.name, **update, etag=result.etag, last_modified=result.last_modified,
+        body_hash=_body_hash(result.body), warning=GUID_CHURN_WARNING if churn else None,
+        not_before=now + wait if wait > interval else None,
+    )  # fmt: skip
+    rt.polled_feeds.add(feed.name)
+    log.info("feed=%s polled: %d items, %d new to process", feed.name, len(parsed.items), len(fresh))
+    return PollOutcome(feed.name, "new", len(parsed.items), len(fresh))
 
 
-def _record_success(rt: Runtime, feed: FeedConfig, now: Any, **validators: str | None) -> None:
-    rt.feed_states.update(feed.name, last_poll=now, last_success=now, error=None, error_count=0, **validators)
+def _body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
 
 
-def process_items(rt: Runtime, feed: str, item_dicts: Sequence[dict[str, Any]]) -> int:
+def _fetch_and_parse(
+    rt: Runtime, feed: FeedConfig, url: str, state: FeedState
+) -> tuple[FetchResult, ParsedFeed | None]:
+    """Fetch (one slot per host) and parse; None instead of a parsed feed when nothing changed."""
+    polling = rt.settings.polling
+    limits = FetchLimits(polling.timeout.total_seconds(), polling.max_bytes, polling.max_redirects)
+    with _host_slots[httpx.URL(url).host]:
+        result = fetch(rt.http, url, limits, state.etag, state.last_modified)
+    if result.not_modified or _body_hash(result.body) == state.body_hash:
+        return result, None
+    return result, parse_feed(feed.name, result.body, result.url, result.content_type, rt.clock())
+
+
+def _record_failure(rt: Runtime, feed: FeedConfig, now: datetime, error: NewswatchError) -> PollOutcome:
+    gone = isinstance(error, FeedGoneError)
+    count = rt.feed_states.record_error(feed.name, str(error), now, disable=gone)
+    retry_after = error.retry_after if isinstance(error, RetryLaterError) else None
+    wait = wait_after_error(rt.settings.feed_interval(feed), count, random.random(), retry_after)
+    rt.feed_states.update(feed.name, not_before=now + wait, **({"gone_url": feed.url} if gone else {}))
+    log.warning(
+        "feed=%s poll failed (%d in a row, next try in %s): %s", feed.name, count, _short(wait), error
+    )
+    return PollOutcome(feed.name, "error", error=str(error))
+
+
+def _short(wait: timedelta) -> str:
+    return format_duration(timedelta(seconds=round(wait.total_seconds())))
+
+
+def process_items(
+    rt: Runtime, feed: str, item_dicts: Sequence[dict[str, Any]], baseline: bool = False
+) -> int:
     """Dedupe, classify and match a batch; commit marks and deliveries in one transaction.
+    A baseline batch is recorded without alerting (the seen-store was wiped).
 
     Safe to run any number of times for the same batch (RQ retries, abandoned jobs)."""
     now = rt.clock()
@@ -88,7 +160,8 @@ def process_items(rt: Runtime, feed: str, item_dicts: Sequence[dict[str, Any]]) 
     for data in item_dicts:
         item = Item.from_dict(data)
         classified = classify(item, rt.config.rules)
-        deliveries = () if too_old_to_alert(item, now, max_age) else tuple(deliveries_for(classified, now))
+        quiet = baseline or too_old_to_alert(item, now, max_age)
+        deliveries = () if quiet else tuple(deliveries_for(classified, now))
         candidates.append(Candidate(item, _candidate(item).identities, deliveries))
     new = rt.seen_store.commit_new(feed, candidates, rt.outbox, now)
     alerts = sum(len(c.deliveries) for c in new)

@@ -28,6 +28,9 @@ class Runtime:
     config: Config
     redis: redis.Redis
     clock: Callable[[], datetime] = field(default=utc_now)
+    # Feeds this process has polled successfully: if one of them later has no state in Redis, the
+    # seen-store was wiped under us and the next poll re-baselines instead of flooding alerts.
+    polled_feeds: set[str] = field(default_factory=set)
 
     @property
     def settings(self) -> Settings:

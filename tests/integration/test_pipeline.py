@@ -85,7 +85,8 @@ def test_processing_the_same_batch_twice_enqueues_deliveries_once(
     from worker.adapters.feed_parse import parse_feed
 
     items = [
-        i.to_dict() for i in parse_feed("eulerpool", EULERPOOL_RSS.read_bytes(), "https://eulerpool.com/news")
+        i.to_dict()
+        for i in parse_feed("eulerpool", EULERPOOL_RSS.read_bytes(), "https://eulerpool.com/news").items
     ]
     assert process_items(rt, "eulerpool", items) == 7
     assert process_items(rt, "eulerpool", items) == 0
@@ -253,6 +254,7 @@ def test_status_json_from_the_cli(tmp_path: Path, redis_url: str, feed_server: L
             "error",
             "error_count",
             "items_seen",
+            "warning",
         ]
     )
     queues = {q["name"]: q for q in data["queues"]}

@@ -235,3 +235,19 @@ def test_deliveries_one_per_alert_and_channel_and_log_line() -> None:
     (line,) = log_lines(deliveries[0])
     assert "\n" not in line and "\r" not in line
     assert line.startswith("ALERT alert=deepseek feed=eulerpool item=item-1 matched=DeepSeek")
+
+
+def test_poll_timing_backoff_and_politeness() -> None:
+    from worker.core.timing import wait_after_error, wait_after_success
+
+    five = timedelta(minutes=5)
+    assert wait_after_success(five) == five
+    assert wait_after_success(five, fresh_for=60) == five  # never below the configured interval
+    assert wait_after_success(five, fresh_for=3600) == timedelta(hours=1)
+    assert wait_after_success(five, ttl_minutes=30) == timedelta(minutes=30)
+    assert wait_after_success(five, fresh_for=10**9) == timedelta(days=1)
+    assert wait_after_error(five, 1, 0.5) == five
+    assert wait_after_error(five, 3, 0.5) == timedelta(minutes=20)
+    assert wait_after_error(five, 50, 0.5) == timedelta(hours=6)
+    assert wait_after_error(five, 1, 0.0) == five * 0.9
+    assert wait_after_error(five, 1, 0.5, retry_after=7200) == timedelta(hours=2)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import calendar
+import re
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import feedparser
@@ -16,8 +19,41 @@ from worker.core.models import Item
 from worker.core.text import html_to_text
 from worker.core.topics import split_categories
 
+# Dates further ahead than this are a feed's mistake, not news from the future: shown as unknown.
+FUTURE_TOLERANCE = timedelta(days=1)
 
-def parse_feed(feed: str, body: bytes, url: str, content_type: str = "") -> list[Item]:
+# feedparser reads German and other European zone names as UTC ("15:51 MESZ" -> 15:51Z).
+_ZONE_OFFSETS = {
+    "CET": "+0100", "MEZ": "+0100", "CEST": "+0200", "MESZ": "+0200",
+    "WET": "+0000", "WEZ": "+0000", "WEST": "+0100", "WESZ": "+0100",
+    "EET": "+0200", "OEZ": "+0200", "EEST": "+0300", "OESZ": "+0300",
+}  # fmt: skip
+_ZONE_NAME = re.compile(r"^(.*\d)\s+(" + "|".join(_ZONE_OFFSETS) + r")\s*$", re.IGNORECASE)
+
+
+def _european_zone_date(text: str) -> time.struct_time | None:
+    match = _ZONE_NAME.match(text.strip())
+    if not match:
+        return None
+    try:
+        moment = parsedate_to_datetime(f"{match.group(1)} {_ZONE_OFFSETS[match.group(2).upper()]}")
+    except (TypeError, ValueError):
+        return None
+    return moment.astimezone(UTC).timetuple()
+
+
+feedparser.registerDateHandler(_european_zone_date)  # process-wide, tried before feedparser's own
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    items: list[Item]
+    ttl_minutes: float | None  # RSS <ttl>: how long the publisher says the feed may be cached
+
+
+def parse_feed(
+    feed: str, body: bytes, url: str, content_type: str = "", now: datetime | None = None
+) -> ParsedFeed:
     """Parse a feed body; raises FeedParseError when nothing in it is a feed."""
     headers = {"content-location": url}
     if content_type:
@@ -26,7 +62,11 @@ def parse_feed(feed: str, body: bytes, url: str, content_type: str = "") -> list
     parsed = feedparser.parse(body, response_headers=headers, sanitize_html=False)
     if not parsed.entries and not parsed.feed.get("title") and not parsed.get("version"):
         raise FeedParseError(_not_a_feed_message(content_type, parsed))
-    return [_item(feed, entry) for entry in parsed.entries]
+    latest = (now or datetime.now(UTC)) + FUTURE_TOLERANCE
+    ttl = str(parsed.feed.get("ttl") or "").strip()
+    return ParsedFeed(
+        [_item(feed, entry, latest) for entry in parsed.entries], float(ttl) if ttl.isdigit() else None
+    )
 
 
 def _not_a_feed_message(content_type: str, parsed: Any) -> str:
@@ -43,14 +83,15 @@ def _first_line(text: str) -> str:
     return text.splitlines()[0][:200] if text else ""
 
 
-def _published(entry: Any) -> datetime | None:
+def _published(entry: Any, latest: datetime) -> datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
         parsed: time.struct_time | None = entry.get(key)
         if parsed:
             try:
-                return datetime.fromtimestamp(calendar.timegm(parsed), tz=UTC)
+                moment = datetime.fromtimestamp(calendar.timegm(parsed), tz=UTC)
             except (OverflowError, ValueError, OSError):
                 continue
+            return moment if moment <= latest else None
     return None
 
 
@@ -59,12 +100,12 @@ def _content_text(entry: Any, summary: str) -> str:
     return " ".join(p for p in parts if p and p != summary)
 
 
-def _item(feed: str, entry: Any) -> Item:
+def _item(feed: str, entry: Any, latest: datetime) -> Item:
     guid = (entry.get("id") or "").strip() or None
     link = (entry.get("link") or "").strip() or None
     title = html_to_text(entry.get("title") or "")
     summary = html_to_text(entry.get("summary") or "")
-    published = _published(entry)
+    published = _published(entry, latest)
     return Item(
         feed=feed,
         guid=guid,

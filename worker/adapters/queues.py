@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -15,6 +15,7 @@ from worker.adapters import keys
 from worker.core.models import Item
 
 ITEM_JOB = "worker.jobs.process_items"
+ITEM_RETRIES = 5
 JOB_TIMEOUT = 300  # seconds; one batch or one delivery try is far below this
 RESULT_TTL = 600  # finished jobs stay visible in rq-dashboard for a while, then go
 FAILURE_TTL = int(timedelta(days=30).total_seconds())  # failed deliveries wait for replay-failed
@@ -24,8 +25,11 @@ def queue(connection: redis.Redis, name: str) -> Queue:
     return Queue(name, connection=connection, serializer=JSONSerializer, default_timeout=JOB_TIMEOUT)
 
 
-def enqueue_item_batches(items_queue: Queue, feed: str, items: Sequence[Item], batch_size: int) -> int:
-    """Push items in batches (one job per batch keeps queue overhead per item small). Returns jobs."""
+def enqueue_item_batches(
+    items_queue: Queue, feed: str, items: Sequence[Item], batch_size: int, baseline: bool = False
+) -> int:
+    """Push items in batches (one job per batch keeps queue overhead per item small). Returns jobs.
+    Batches carry retries: a batch whose worker died is re-run (the commit makes that safe)."""
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     if not batches:
         return 0
@@ -34,7 +38,8 @@ def enqueue_item_batches(items_queue: Queue, feed: str, items: Sequence[Item], b
             [
                 Queue.prepare_data(
                     ITEM_JOB,
-                    args=(feed, [item.to_dict() for item in batch]),
+                    args=(feed, [item.to_dict() for item in batch], baseline),
+                    retry=Retry(max=ITEM_RETRIES),
                     result_ttl=RESULT_TTL,
                     failure_ttl=FAILURE_TTL,
                     description=f"process {len(batch)} items of feed {feed}",

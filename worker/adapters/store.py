@@ -30,12 +30,25 @@ class Candidate:
     """An item with its identities and the deliveries it causes if it turns out to be new."""
 
     item: Item
-    identities: tuple[str, ...]
+    identities: tuple[str, ...]  # all recorded as seen: the primary one, then the link's if any
     deliveries: tuple[Delivery, ...] = ()
+
+    @property
+    def decisive(self) -> str:
+        """The identity whose presence means 'seen': the canonical link when there is one (a new
+        GUID on a known link is the same story; a known GUID on a new link is another story),
+        else the primary identity (GUID, or title + date)."""
+        return self.identities[-1]
 
 
 def identities_of(item: Item, link_identity: str | None) -> tuple[str, ...]:
     return (item.id, link_identity) if link_identity else (item.id,)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    fresh: list[Candidate]
+    guid_churn: int  # items whose link is known under another GUID
 
 
 class SeenStore:
@@ -43,15 +56,24 @@ class SeenStore:
         self.redis = connection
         self.ttl = int(ttl.total_seconds())
 
-    def unseen(self, candidates: Sequence[Candidate]) -> list[Candidate]:
-        """Cheap pre-filter for the scheduler: drop what is certainly seen (one round trip)."""
+    def lookup(self, candidates: Sequence[Candidate]) -> Lookup:
+        """Cheap pre-filter for the scheduler (one round trip): what is certainly seen is dropped,
+        and GUID churn (a known link under a new GUID) is counted."""
         if not candidates:
-            return []
+            return Lookup([], 0)
         with self.redis.pipeline(transaction=False) as pipe:
             for candidate in candidates:
-                pipe.exists(*(keys.seen(i) for i in candidate.identities))
-            counts = pipe.execute()
-        return [c for c, count in zip(candidates, counts, strict=True) if count == 0]
+                for identity in candidate.identities:
+                    pipe.exists(keys.seen(identity))
+            flags = iter(pipe.execute())
+        fresh, churn = [], 0
+        for candidate in candidates:
+            present = {i for i in candidate.identities if next(flags)}
+            if candidate.decisive not in present:
+                fresh.append(candidate)
+            elif len(candidate.identities) > 1 and candidate.item.id not in present:
+                churn += 1
+        return Lookup(fresh, churn)
 
     def commit_new(
         self, feed: str, candidates: Sequence[Candidate], outbox: Outbox, now: datetime
@@ -89,10 +111,10 @@ def _first_of_each_story(candidates: Sequence[Candidate], present: set[str]) -> 
     taken = set(present)
     new = []
     for candidate in candidates:
-        ids = {keys.seen(i) for i in candidate.identities}
-        if ids & taken:
+        decisive = keys.seen(candidate.decisive)
+        if decisive in taken:
             continue
-        taken |= ids
+        taken.add(decisive)
         new.append(candidate)
     return new
 
@@ -112,6 +134,10 @@ class FeedState:
     error_count: int = 0
     items_seen: int = 0
     disabled: bool = False
+    not_before: datetime | None = None  # backoff, Retry-After or cache lifetime: no poll before
+    moved_from: str | None = None  # the configured URL that answered with a permanent redirect
+    gone_url: str | None = None  # the URL that answered 410 Gone (disabled until the config changes)
+    warning: str | None = None  # something odd but not an error (e.g. GUID churn)
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> FeedState:
@@ -128,6 +154,10 @@ class FeedState:
             error_count=int(data.get("error_count") or 0),
             items_seen=int(data.get("items_seen") or 0),
             disabled=data.get("disabled") == "1",
+            not_before=parse_utc(data.get("not_before")),
+            moved_from=data.get("moved_from") or None,
+            gone_url=data.get("gone_url") or None,
+            warning=data.get("warning") or None,
         )
 
 

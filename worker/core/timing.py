@@ -1,0 +1,34 @@
+"""When to poll a feed next: politeness after success, backoff after errors. Pure; the caller
+passes the random number, so tests see exact schedules."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+MAX_ERROR_BACKOFF = timedelta(hours=6)
+MAX_POLITE_WAIT = timedelta(days=1)
+
+
+def wait_after_success(
+    interval: timedelta, fresh_for: float | None = None, ttl_minutes: float | None = None
+) -> timedelta:
+    """The configured interval, lengthened (never shortened) by Cache-Control/Expires or RSS <ttl>."""
+    wait = interval
+    for hint in (fresh_for, ttl_minutes * 60 if ttl_minutes else None):
+        if hint and timedelta(seconds=hint) > wait:
+            wait = timedelta(seconds=hint)
+    return min(wait, max(interval, MAX_POLITE_WAIT))
+
+
+def wait_after_error(
+    interval: timedelta, errors_in_a_row: int, unit_random: float, retry_after: float | None = None
+) -> timedelta:
+    """Exponential backoff with ±10 % jitter: the first error waits one interval, each further one
+    doubles it, capped at six hours (or the interval, if that is longer). A server's Retry-After
+    wins when it asks for longer."""
+    doubling = min(max(errors_in_a_row - 1, 0), 30)
+    cap = max(MAX_ERROR_BACKOFF, interval)
+    wait = min(interval * (1 << doubling), cap) * (0.9 + 0.2 * unit_random)
+    if retry_after is not None:
+        wait = max(wait, min(timedelta(seconds=retry_after), max(cap, MAX_POLITE_WAIT)))
+    return wait
