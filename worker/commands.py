@@ -12,9 +12,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from rq import Worker
 from rq.registry import FailedJobRegistry
-from rq.serializers import JSONSerializer
 
 from worker import channels, jobs
 from worker.adapters import keys, queues
@@ -41,14 +41,25 @@ def worker(config: Config, burst: bool, queue_names: list[str] | None, name: str
     rt = connect(config)
     jobs.install(rt)
     names = queue_names or list(keys.QUEUES)
-    rq_worker = Worker(
-        [queues.queue(rt.redis, n) for n in names], connection=rt.redis, serializer=JSONSerializer, name=name
-    )
-    # with_scheduler: RQ's scheduler moves delivery retries back onto the queue when their time comes.
-    rq_worker.work(
-        burst=burst, with_scheduler=True, logging_level=logging.getLevelName(logging.getLogger().level)
-    )
-    return EXIT_OK
+    unknown = sorted(set(names) - set(keys.QUEUES))
+    if unknown:
+        print(
+            f"newswatch: unknown queue(s) {', '.join(unknown)}; ours: {', '.join(keys.QUEUES)}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    level = logging.getLevelName(logging.getLogger().level)
+    wait = 1.0
+    while True:
+        try:
+            # with_scheduler: RQ's scheduler moves retries back onto the queue when their time comes.
+            queues.worker(rt.redis, names, name).work(burst=burst, with_scheduler=True, logging_level=level)
+            return EXIT_OK
+        except redis.ConnectionError as e:
+            # RQ rides out a lost connection while waiting for jobs, not everywhere else: start over.
+            log.warning("worker lost Redis (%s); reconnecting in %.0fs", e.__class__.__name__, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 30.0)
 
 
 def poll(config: Config, feed_names: list[str] | None) -> int:
