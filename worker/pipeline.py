@@ -23,10 +23,9 @@ from worker import channels
 from worker.adapters.feed_parse import ParsedFeed, parse_feed
 from worker.adapters.http_fetch import FetchLimits, FetchResult, RetryLaterError, fetch
 from worker.adapters.queues import enqueue_item_batches
-from worker.adapters.store import Candidate, FeedState, identities_of
+from worker.adapters.store import Candidate, FeedState
 from worker.config import FeedConfig
 from worker.core.errors import FeedGoneError, FeedParseError, FetchError, NewswatchError
-from worker.core.identity import link_identity
 from worker.core.models import Delivery, Item, parse_utc
 from worker.core.render import deliveries_for
 from worker.core.rules import classify, too_old_to_alert
@@ -54,10 +53,6 @@ PER_HOST_CONCURRENCY = 2
 _host_slots: dict[str, threading.BoundedSemaphore] = defaultdict(
     lambda: threading.BoundedSemaphore(PER_HOST_CONCURRENCY)
 )
-
-
-def _candidate(item: Item) -> Candidate:
-    return Candidate(item, identities_of(item, link_identity(item.canonical_link)))
 
 
 def poll_feed(rt: Runtime, feed: FeedConfig, force: bool = False) -> PollOutcome:
@@ -97,7 +92,7 @@ def poll_feed(rt: Runtime, feed: FeedConfig, force: bool = False) -> PollOutcome
             "feed=%s its state in Redis is gone (flushed, or a new volume): re-baselining — the %d items "
             "in the feed now are recorded, not alerted", feed.name, len(parsed.items),
         )  # fmt: skip
-    found = rt.seen_store.lookup([_candidate(item) for item in parsed.items])
+    found = rt.seen_store.lookup([Candidate(item) for item in parsed.items])
     fresh = [c.item for c in found.fresh]
     enqueue_item_batches(rt.items_queue, feed.name, fresh, rt.settings.polling.batch_size, baseline)
     # Validators are stored only after the items are safely queued: if Redis fails before this,
@@ -162,7 +157,7 @@ def process_items(
         classified = classify(item, rt.config.rules)
         quiet = baseline or too_old_to_alert(item, now, max_age)
         deliveries = () if quiet else tuple(deliveries_for(classified, now))
-        candidates.append(Candidate(item, _candidate(item).identities, deliveries))
+        candidates.append(Candidate(item, deliveries))
     new = rt.seen_store.commit_new(feed, candidates, rt.outbox, now)
     alerts = sum(len(c.deliveries) for c in new)
     log.info("feed=%s batch: %d items, %d new, %d deliveries", feed, len(candidates), len(new), alerts)

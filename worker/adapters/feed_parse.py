@@ -13,7 +13,7 @@ from typing import Any
 import feedparser
 
 from worker.core.errors import FeedParseError
-from worker.core.identity import primary_identity
+from worker.core.identity import link_identity, primary_identity, story_id
 from worker.core.links import canonical_link
 from worker.core.models import Item
 from worker.core.text import html_to_text
@@ -85,7 +85,8 @@ def _first_line(text: str) -> str:
 
 def _published(entry: Any, latest: datetime) -> datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        parsed: time.struct_time | None = entry.get(key)
+        # dict.get: FeedParserDict.get would map updated_parsed to published_parsed with a warning
+        parsed: time.struct_time | None = dict.get(entry, key)
         if parsed:
             try:
                 moment = datetime.fromtimestamp(calendar.timegm(parsed), tz=UTC)
@@ -106,15 +107,17 @@ def _item(feed: str, entry: Any, latest: datetime) -> Item:
     title = html_to_text(entry.get("title") or "")
     summary = html_to_text(entry.get("summary") or "")
     published = _published(entry, latest)
+    canonical = canonical_link(link)
+    primary = primary_identity(feed, guid, link, title, published)
     return Item(
         feed=feed,
         guid=guid,
         link=link,
-        canonical_link=canonical_link(link),
+        canonical_link=canonical,
         title=title,
         summary=summary,
         content=_content_text(entry, summary),
         categories=split_categories(t.get("term") or "" for t in entry.get("tags") or []),
         published=published,
-        id=primary_identity(feed, guid, link, title, published),
+        id=story_id(primary, link_identity(canonical)),
     )

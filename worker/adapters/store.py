@@ -18,6 +18,7 @@ import redis
 
 from worker.adapters import keys
 from worker.adapters.outbox import Outbox
+from worker.core.identity import primary_identity
 from worker.core.models import Delivery, Item, parse_utc, utc_iso
 
 log = logging.getLogger(__name__)
@@ -30,19 +31,17 @@ class Candidate:
     """An item with its identities and the deliveries it causes if it turns out to be new."""
 
     item: Item
-    identities: tuple[str, ...]  # all recorded as seen: the primary one, then the link's if any
     deliveries: tuple[Delivery, ...] = ()
 
     @property
-    def decisive(self) -> str:
-        """The identity whose presence means 'seen': the canonical link when there is one (a new
-        GUID on a known link is the same story; a known GUID on a new link is another story),
-        else the primary identity (GUID, or title + date)."""
-        return self.identities[-1]
+    def primary(self) -> str:
+        item = self.item
+        return primary_identity(item.feed, item.guid, item.link, item.title, item.published)
 
-
-def identities_of(item: Item, link_identity: str | None) -> tuple[str, ...]:
-    return (item.id, link_identity) if link_identity else (item.id,)
+    @property
+    def identities(self) -> tuple[str, ...]:
+        """All recorded as seen. The item's id (see identity.story_id) decides whether it is."""
+        return tuple(dict.fromkeys((self.primary, self.item.id)))
 
 
 @dataclass(frozen=True)
@@ -69,10 +68,10 @@ class SeenStore:
         fresh, churn = [], 0
         for candidate in candidates:
             present = {i for i in candidate.identities if next(flags)}
-            if candidate.decisive not in present:
+            if candidate.item.id not in present:
                 fresh.append(candidate)
-            elif len(candidate.identities) > 1 and candidate.item.id not in present:
-                churn += 1
+            elif candidate.primary not in present:
+                churn += 1  # the story is known, under another GUID
         return Lookup(fresh, churn)
 
     def commit_new(
@@ -111,7 +110,7 @@ def _first_of_each_story(candidates: Sequence[Candidate], present: set[str]) -> 
     taken = set(present)
     new = []
     for candidate in candidates:
-        decisive = keys.seen(candidate.decisive)
+        decisive = keys.seen(candidate.item.id)
         if decisive in taken:
             continue
         taken.add(decisive)

@@ -24,10 +24,7 @@ def _digest(*parts: str, size: int = 12) -> str:
 def primary_identity(
     feed: str, guid: str | None, link: str | None, title: str, published: datetime | None
 ) -> str:
-    """Feed + GUID; without a GUID, feed + link; without either, feed + title + published date.
-
-    This is also the item id shown to users and receivers.
-    """
+    """Feed + GUID; without a GUID, feed + link; without either, feed + title + published date."""
     if guid:
         return _digest("guid", feed, guid)
     if link:
@@ -38,6 +35,13 @@ def primary_identity(
 def link_identity(canonical: str | None) -> str | None:
     """The second identity, shared across feeds: the canonical link."""
     return _digest("canonical", canonical) if canonical else None
+
+
+def story_id(primary: str, link: str | None) -> str:
+    """The item id shown to users and receivers, and the identity that decides 'seen': the
+    canonical link when there is one (a new GUID on a known link is the same story; a known GUID
+    on a new link is another story), else the primary identity."""
+    return link or primary
 
 
 def delivery_id(alert: str, item: str, channel: str) -> str:
