@@ -1,0 +1,178 @@
+"""Crashes and restarts under load, with the daemon's real processes: workers SIGKILLed at random
+points, redis-server stopped and started again (AOF on), the seen-store wiped. Each test checks
+the exact alerts received and that the daemon processes are still alive."""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from tests.conftest import ROOT, LocalServer, RedisServer, Response, rss, wait_for
+
+
+def stories(start: int, count: int) -> list[dict[str, str]]:
+    """Every third story mentions DeepSeek."""
+    return [
+        {"title": f"{'DeepSeek' if n % 3 == 0 else 'Markt'} Meldung {n}", "guid": f"g{n}", "link": f"https://n.example/{n}"}
+        for n in range(start, start + count)
+    ]
+
+
+def expected_titles(items: list[dict[str, str]]) -> set[str]:
+    return {i["title"] for i in items if i["title"].startswith("DeepSeek")}
+
+
+class Daemon:
+    """`newswatch scheduler` and N `newswatch worker` processes, each restartable."""
+
+    def __init__(self, tmp_path: Path, redis_url: str, server: LocalServer, workers: int = 2) -> None:
+        self.config = tmp_path / "newswatch.yaml"
+        self.config.write_text(
+            f"""
+redis: {{url: "{redis_url}"}}
+polling: {{interval: 1s, jitter: 0%, timeout: 5s, max_age: off, allow_private_addresses: true, batch_size: 10}}
+delivery: {{retries: [1s, 1s, 2s, 2s, 5s], timeout: 3s}}
+feeds:
+  - {{name: news, url: "{server.url("/feed")}"}}
+alerts:
+  - {{name: deepseek, query: DeepSeek, channels: [hook]}}
+channels:
+  hook: {{type: webhook, url: "{server.url("/hook")}"}}
+""",
+            encoding="utf-8",
+        )
+        self.tmp_path = tmp_path
+        self.env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"PYTHONUNBUFFERED": "1"}
+        self.scheduler = self.start("scheduler")
+        self.workers = [self.start("worker") for _ in range(workers)]
+
+    def start(self, role: str) -> subprocess.Popen[bytes]:
+        log = (self.tmp_path / f"{role}.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", role, "--config", str(self.config)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env,
+        )  # fmt: skip
+
+    def kill_worker(self, index: int) -> None:
+        """SIGKILL a worker and its work horse, as an OOM kill of the container would."""
+        process = self.workers[index]
+        horses = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        for pid in [process.pid, *map(int, horses)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.wait()
+        self.workers[index] = self.start("worker")
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in [self.scheduler, *self.workers])
+
+    def stop(self) -> str:
+        for process in [self.scheduler, *self.workers]:
+            process.send_signal(signal.SIGTERM)
+        for process in [self.scheduler, *self.workers]:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        return "".join(p.read_text(errors="replace") for p in self.tmp_path.glob("*.log"))
+
+
+def received(server: LocalServer) -> collections.Counter[str]:
+    return collections.Counter(r.json()["data"]["item"]["title"] for r in server.received("/hook"))
+
+
+def assert_once_each(server: LocalServer, expected: set[str], allow_same_id_repeat: bool = False) -> None:
+    counts = received(server)
+    assert set(counts) == expected, (sorted(set(counts) - expected), sorted(expected - set(counts)))
+    ids: dict[str, set[str]] = collections.defaultdict(set)
+    for request in server.received("/hook"):
+        ids[request.json()["data"]["item"]["title"]].add(request.headers["webhook-id"])
+    assert all(len(v) == 1 for v in ids.values()), "an alert was sent under two different ids"
+    if not allow_same_id_repeat:
+        assert all(c == 1 for c in counts.values()), {t: c for t, c in counts.items() if c > 1}
+
+
+def test_workers_sigkilled_at_random_points_lose_and_double_nothing(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    items = stories(0, 300)
+    http_server.routes["/feed"] = Response(rss(items))
+    http_server.routes["/hook"] = lambda request: (time.sleep(0.02), Response(b"ok"))[1]
+    daemon = Daemon(tmp_path, redis_url, http_server)
+    rng = random.Random(7)
+    try:
+        for _ in range(12):  # kill while batches and deliveries are under way
+            time.sleep(rng.uniform(0.2, 0.8))
+            daemon.kill_worker(rng.randrange(2))
+        more = stories(300, 60)
+        http_server.routes["/feed"] = Response(rss(items + more))
+        for _ in range(4):
+            time.sleep(rng.uniform(0.2, 0.6))
+            daemon.kill_worker(rng.randrange(2))
+        expected = expected_titles(items + more)
+        # RQ notices the abandoned jobs within ~30-45 s (see queues.NewswatchWorker) and re-runs them.
+        wait_for(lambda: set(received(http_server)) >= expected, timeout=120, interval=0.5)
+        time.sleep(3)
+        assert daemon.alive()
+        assert_once_each(http_server, expected, allow_same_id_repeat=True)
+        repeats = sum(c - 1 for c in received(http_server).values())
+        assert repeats <= 16, f"{repeats} repeats: more than one per kill"  # only the kill window may repeat
+    finally:
+        daemon.stop()
+
+
+def test_redis_restart_under_load(
+    tmp_path: Path, redis_server: RedisServer, redis_url: str, http_server: LocalServer
+) -> None:
+    first = stories(0, 60)
+    http_server.routes["/feed"] = Response(rss(first))
+    http_server.routes["/hook"] = Response(b"ok")
+    daemon = Daemon(tmp_path, redis_url, http_server)
+    try:
+        wait_for(lambda: set(received(http_server)) == expected_titles(first), timeout=60)
+        redis.Redis.from_url(redis_url).bgrewriteaof()
+        time.sleep(0.5)
+        redis_server.stop()
+        # While Redis is away the feed gets new stories: they must not be dropped.
+        second = stories(60, 30)
+        http_server.routes["/feed"] = Response(rss(first + second))
+        time.sleep(4)
+        redis_server.start()
+        wait_for(lambda: set(received(http_server)) == expected_titles(first + second), timeout=90, interval=0.5)
+        time.sleep(3)
+        assert daemon.alive()
+        assert_once_each(http_server, expected_titles(first + second))
+    finally:
+        daemon.stop()
+
+
+def test_wiped_seen_store_rebaselines_without_an_alert_flood(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    first = stories(0, 30)
+    http_server.routes["/feed"] = Response(rss(first))
+    http_server.routes["/hook"] = Response(b"ok")
+    daemon = Daemon(tmp_path, redis_url, http_server)
+    try:
+        wait_for(lambda: set(received(http_server)) == expected_titles(first), timeout=60)
+        redis.Redis.from_url(redis_url).flushall()  # a new volume, a FLUSHALL: the memory is gone
+        time.sleep(4)  # several polls re-baseline
+        later = stories(30, 6)
+        http_server.routes["/feed"] = Response(rss(first + later))
+        wait_for(lambda: set(received(http_server)) == expected_titles(first + later), timeout=60)
+        time.sleep(3)
+        assert daemon.alive()
+        assert_once_each(http_server, expected_titles(first + later))
+    finally:
+        logs = daemon.stop()
+    assert logs.count("re-baselining") == 1
