@@ -18,6 +18,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from worker import metrics
 from worker.adapters import keys
 from worker.pipeline import poll_feed
 from worker.runtime import Runtime
@@ -103,6 +104,13 @@ def _remember_first_polls(rt: Runtime, scheduler: BlockingScheduler) -> None:
 def run(rt: Runtime) -> None:
     scheduler = build_scheduler(rt)
     log.info("scheduler started: %d feeds", len(rt.settings.feeds))
+    metrics_settings = rt.settings.metrics
+    try:
+        metrics.serve(metrics_settings.port, metrics_settings.bind, rt.redis)
+    except OSError as e:  # a taken port must not stop polling
+        log.error(
+            "metrics endpoint not started on %s:%d: %s", metrics_settings.bind, metrics_settings.port, e
+        )
     with contextlib.suppress(redis.RedisError):
         _remember_first_polls(rt, scheduler)
     try:

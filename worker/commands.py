@@ -16,7 +16,7 @@ import redis
 from rq import Worker
 from rq.registry import FailedJobRegistry
 
-from worker import channels, jobs
+from worker import channels, jobs, monitoring
 from worker.adapters import keys, queues
 from worker.config import Config
 from worker.core.errors import DeliveryError
@@ -53,7 +53,8 @@ def worker(config: Config, burst: bool, queue_names: list[str] | None, name: str
     while True:
         try:
             # with_scheduler: RQ's scheduler moves retries back onto the queue when their time comes.
-            queues.worker(rt.redis, names, name).work(burst=burst, with_scheduler=True, logging_level=level)
+            rq_worker = queues.worker(rt.redis, names, name, monitoring.work_horse_killed)
+            rq_worker.work(burst=burst, with_scheduler=True, logging_level=level)
             return EXIT_OK
         except redis.ConnectionError as e:
             # RQ rides out a lost connection while waiting for jobs, not everywhere else: start over.

@@ -77,6 +77,7 @@ class SentrySettings(_Model):
 
 class MetricsSettings(_Model):
     port: int = Field(default=9108, ge=0, le=65535)
+    bind: str = "127.0.0.1"  # 0.0.0.0 in a container, so Prometheus can scrape it
 
 
 class PollingSettings(_Model):

@@ -12,10 +12,11 @@ import random
 from types import TracebackType
 from typing import Any
 
-from worker import pipeline
+from worker import metrics, pipeline
 from worker.config import load_config
-from worker.core.errors import DeliveryError, PermanentDeliveryError
+from worker.core.errors import ClaimHeldError, DeliveryError, PermanentDeliveryError
 from worker.core.models import Delivery
+from worker.monitoring import report_job_failure, tag
 from worker.runtime import Runtime, connect
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,17 @@ def runtime() -> Runtime:
 
 
 def process_items(feed: str, items: list[dict[str, Any]], baseline: bool = False) -> int:
+    tag(feed=feed)
     return pipeline.process_items(runtime(), feed, items, baseline)
 
 
 def deliver(delivery: dict[str, Any]) -> str:
+    tag(alert=delivery["alert"], channel=delivery["channel"])
     return pipeline.deliver(runtime(), Delivery.from_dict(delivery))
 
 
 def flush_digest(alert: str, channel: str, window_end: str) -> int:
+    tag(alert=alert, channel=channel)
     return pipeline.flush_digest(runtime(), alert, channel, window_end)
 
 
@@ -53,13 +57,25 @@ def on_delivery_failure(
     """RQ calls this before it decides on a retry. A permanent failure (HTTP 410, SMTP 5xx) is not
     retried; otherwise the next wait is the configured one with jitter, or the receiver's
     Retry-After when it sent one."""
+    alert, channel = _delivery_labels(job)
+    report_job_failure(job, exc)
     if isinstance(exc, PermanentDeliveryError):
         job.retries_left = 0
-        log.error("job=%s delivery failed permanently: %s", job.id, exc)
+        log.error("job=%s alert=%s channel=%s delivery failed permanently: %s", job.id, alert, channel, exc)
+        metrics.count_delivery(connection, alert, channel, "failed")
         return
+    if isinstance(exc, ClaimHeldError):
+        # Waiting for another worker's claim to lapse is not a failed try: give back the one RQ
+        # is about to take, even if this was the last.
+        job.retries_left = (job.retries_left or 0) + 1
+        job.retry_intervals = job.retry_intervals or [1]
     if not job.retries_left or not job.retry_intervals:
-        log.error("job=%s delivery failed, no tries left: %s", job.id, exc)
+        log.error(
+            "job=%s alert=%s channel=%s delivery failed, no tries left: %s", job.id, alert, channel, exc
+        )
+        metrics.count_delivery(connection, alert, channel, "failed")
         return
+    metrics.count_delivery(connection, alert, channel, "retried")
     index = max(len(job.retry_intervals) - job.retries_left, 0)
     retry_after = exc.retry_after if isinstance(exc, DeliveryError) else None
     job.retry_intervals[index] = next_retry_delay(job.retry_intervals[index], retry_after, random.random())
@@ -67,6 +83,22 @@ def on_delivery_failure(
         "job=%s delivery failed, retry in %ss (%s tries left): %s",
         job.id, job.retry_intervals[index], job.retries_left, exc,
     )  # fmt: skip
+
+
+def on_items_failure(
+    job: Any, connection: Any, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    """A batch failed or was abandoned by a dead worker; RQ re-runs it while it has retries."""
+    report_job_failure(job, exc)
+    log.warning("job=%s batch failed (%s tries left): %s", job.id, job.retries_left, exc.__class__.__name__)
+
+
+def _delivery_labels(job: Any) -> tuple[str, str]:
+    try:
+        data = job.args[0]
+        return str(data["alert"]), str(data["channel"])
+    except (IndexError, KeyError, TypeError):
+        return "unknown", "unknown"
 
 
 def next_retry_delay(configured: int, retry_after: float | None, unit_random: float) -> int:

@@ -1,12 +1,21 @@
-"""Sentry: errors of every process, with configured secrets scrubbed before anything leaves."""
+"""Sentry: errors of every process, tagged with feed / alert / channel, secrets scrubbed before
+anything leaves, and expected feed errors rate-limited so a dead feed does not storm."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
+
+import sentry_sdk
 
 from worker import __version__
 from worker.config import Config
+
+FEED_ERROR_EVERY = 3600.0  # seconds: at most one event per feed and kind of error
+_last_feed_report: dict[tuple[str, str], float] = {}
+_lock = threading.Lock()
 
 
 def _scrub(config: Config, event: Any) -> Any:
@@ -19,7 +28,6 @@ def init_sentry(config: Config) -> bool:
     dsn = config.settings.sentry.dsn
     if not dsn:
         return False
-    import sentry_sdk
     from sentry_sdk.integrations.rq import RqIntegration
 
     sentry_sdk.init(
@@ -29,5 +37,52 @@ def init_sentry(config: Config) -> bool:
         integrations=[RqIntegration()],
         send_default_pii=False,
         before_send=lambda event, hint: _scrub(config, event),
+        before_send_transaction=lambda event, hint: _scrub(config, event),
     )
     return True
+
+
+def report_feed_error(feed: str, error: Exception, now: float | None = None) -> bool:
+    """An expected feed failure, as a warning event: once per feed and kind per hour."""
+    from worker.metrics import error_kind
+
+    kind = error_kind(str(error))
+    moment = time.monotonic() if now is None else now
+    with _lock:
+        last = _last_feed_report.get((feed, kind))
+        if last is not None and moment - last < FEED_ERROR_EVERY:
+            return False
+        _last_feed_report[(feed, kind)] = moment
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("feed", feed)
+        scope.set_tag("error_kind", kind)
+        scope.fingerprint = ["feed-error", feed, kind]
+        sentry_sdk.capture_message(f"feed {feed}: {error}", level="warning")
+    return True
+
+
+def report_job_failure(job: Any, error: BaseException) -> None:
+    """Failures RQ's integration does not see: a job abandoned by a dead worker, a work horse
+    killed. Ordinary exceptions inside jobs reach Sentry through the integration already."""
+    name = error.__class__.__name__
+    if name not in ("AbandonedJobError", "WorkHorseKilled"):
+        return
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("job", getattr(job, "func_name", "unknown"))
+        scope.set_context("job", {"id": getattr(job, "id", None), "origin": getattr(job, "origin", None)})
+        sentry_sdk.capture_message(f"job {getattr(job, 'id', '?')} {name}: its worker died while running it")
+
+
+def work_horse_killed(job: Any, retpid: int, ret_val: int, rusage: Any) -> None:
+    """RQ calls this when a work horse dies of a signal (OOM killer, SIGKILL)."""
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("job", getattr(job, "func_name", "unknown"))
+        sentry_sdk.capture_message(
+            f"work horse for job {job.id} was killed (status {ret_val})", level="error"
+        )
+
+
+def tag(**tags: str) -> None:
+    """Tag the current job's events (feed=..., alert=..., channel=...)."""
+    for key, value in tags.items():
+        sentry_sdk.set_tag(key, value)

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from worker import channels
+from worker import channels, metrics
 from worker.adapters.feed_parse import ParsedFeed, parse_feed
 from worker.adapters.http_fetch import FetchLimits, FetchResult, RetryLaterError, fetch
 from worker.adapters.queues import enqueue_item_batches
@@ -31,6 +31,7 @@ from worker.core.render import deliveries_for
 from worker.core.rules import classify, too_old_to_alert
 from worker.core.timing import wait_after_error, wait_after_success
 from worker.core.units import format_duration
+from worker.monitoring import report_feed_error
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,12 @@ _host_slots: dict[str, threading.BoundedSemaphore] = defaultdict(
 def poll_feed(rt: Runtime, feed: FeedConfig, force: bool = False) -> PollOutcome:
     """Poll one feed once. Never raises for feed problems: they are recorded in the feed's state.
     `force` polls even while a backoff or cache lifetime says to wait (`newswatch poll`)."""
+    outcome = _poll(rt, feed, force)
+    metrics.POLLS.labels(feed.name, outcome.status).inc()
+    return outcome
+
+
+def _poll(rt: Runtime, feed: FeedConfig, force: bool) -> PollOutcome:
     state = rt.feed_states.get(feed.name)
     now = rt.clock()
     if state.disabled:
@@ -119,8 +126,11 @@ def _fetch_and_parse(
     """Fetch (one slot per host) and parse; None instead of a parsed feed when nothing changed."""
     polling = rt.settings.polling
     limits = FetchLimits(polling.timeout.total_seconds(), polling.max_bytes, polling.max_redirects)
-    with _host_slots[httpx.URL(url).host]:
+    with _host_slots[httpx.URL(url).host], metrics.FETCH_SECONDS.labels(feed.name).time():
         result = fetch(rt.http, url, limits, state.etag, state.last_modified)
+    metrics.BYTES.labels(feed.name).inc(len(result.body))
+    if result.not_modified:
+        metrics.NOT_MODIFIED.labels(feed.name).inc()
     if result.not_modified or _body_hash(result.body) == state.body_hash:
         return result, None
     return result, parse_feed(feed.name, result.body, result.url, result.content_type, rt.clock())
@@ -128,6 +138,8 @@ def _fetch_and_parse(
 
 def _record_failure(rt: Runtime, feed: FeedConfig, now: datetime, error: NewswatchError) -> PollOutcome:
     gone = isinstance(error, FeedGoneError)
+    metrics.FETCH_ERRORS.labels(feed.name, metrics.error_kind(str(error))).inc()
+    report_feed_error(feed.name, error)
     count = rt.feed_states.record_error(feed.name, str(error), now, disable=gone)
     retry_after = error.retry_after if isinstance(error, RetryLaterError) else None
     wait = wait_after_error(rt.settings.feed_interval(feed), count, random.random(), retry_after)
@@ -180,6 +192,7 @@ def deliver(rt: Runtime, delivery: Delivery) -> str:
         rt.outbox.release(delivery, token)
         raise
     rt.outbox.mark_sent(delivery)
+    metrics.count_delivery(rt.redis, delivery.alert, delivery.channel, "delivered")
     log.info("%s delivered (%s, %.0f ms)", context, outcome.detail, outcome.seconds * 1000)
     return "delivered"
 

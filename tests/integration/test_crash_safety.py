@@ -5,6 +5,7 @@ the exact alerts received and that the daemon processes are still alive."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import random
 import signal
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from tests.conftest import ROOT, LocalServer, RedisServer, Response, rss, wait_for
@@ -21,7 +23,11 @@ from tests.conftest import ROOT, LocalServer, RedisServer, Response, rss, wait_f
 def stories(start: int, count: int) -> list[dict[str, str]]:
     """Every third story mentions DeepSeek."""
     return [
-        {"title": f"{'DeepSeek' if n % 3 == 0 else 'Markt'} Meldung {n}", "guid": f"g{n}", "link": f"https://n.example/{n}"}
+        {
+            "title": f"{'DeepSeek' if n % 3 == 0 else 'Markt'} Meldung {n}",
+            "guid": f"g{n}",
+            "link": f"https://n.example/{n}",
+        }
         for n in range(start, start + count)
     ]
 
@@ -64,12 +70,12 @@ channels:
     def kill_worker(self, index: int) -> None:
         """SIGKILL a worker and its work horse, as an OOM kill of the container would."""
         process = self.workers[index]
-        horses = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        horses = subprocess.run(
+            ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
+        ).stdout.split()
         for pid in [process.pid, *map(int, horses)]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         process.wait()
         self.workers[index] = self.start("worker")
 
@@ -102,6 +108,7 @@ def assert_once_each(server: LocalServer, expected: set[str], allow_same_id_repe
         assert all(c == 1 for c in counts.values()), {t: c for t, c in counts.items() if c > 1}
 
 
+@pytest.mark.timeout(300)
 def test_workers_sigkilled_at_random_points_lose_and_double_nothing(
     tmp_path: Path, redis_url: str, http_server: LocalServer
 ) -> None:
@@ -148,7 +155,9 @@ def test_redis_restart_under_load(
         http_server.routes["/feed"] = Response(rss(first + second))
         time.sleep(4)
         redis_server.start()
-        wait_for(lambda: set(received(http_server)) == expected_titles(first + second), timeout=90, interval=0.5)
+        wait_for(
+            lambda: set(received(http_server)) == expected_titles(first + second), timeout=90, interval=0.5
+        )
         time.sleep(3)
         assert daemon.alive()
         assert_once_each(http_server, expected_titles(first + second))

@@ -373,3 +373,23 @@ def test_smtp_4xx_is_retried_5xx_is_permanent(
         assert FailedJobRegistry(queue=rt.deliveries_queue).count == failed
     finally:
         mail.stop()
+
+
+def test_a_claim_left_by_a_dead_worker_delays_but_does_not_use_up_retries(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    http_server.routes["/hook"] = Response(b"ok")
+    rt = setup(tmp_path, redis_url, http_server, ONE)
+    poll_feed(rt, rt.settings.feeds[0])
+    from worker.pipeline import process_items
+
+    (job_id,) = rt.items_queue.job_ids
+    process_items(rt, *rt.items_queue.fetch_job(job_id).args)  # type: ignore[union-attr]
+    (delivery_id,) = rt.deliveries_queue.job_ids
+    # A worker died mid-send: its claim stays for its lease (here 4 s, longer than all retries).
+    rt.redis.set(keys.delivery_state(delivery_id), "sending:dead-worker", px=4000)
+    started = time.monotonic()
+    drain_until(rt, lambda: len(http_server.received("/hook")) == 1, timeout=20)
+    assert time.monotonic() - started >= 3.5
+    assert FailedJobRegistry(queue=rt.deliveries_queue).count == 0
+    assert rt.redis.get(keys.delivery_state(delivery_id)) == b"sent"

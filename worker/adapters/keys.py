@@ -13,6 +13,12 @@ DELIVERIES_QUEUE = "newswatch-deliveries"
 QUEUES = (DELIVERIES_QUEUE, ITEMS_QUEUE)
 
 
+# Counters for Prometheus (see worker.metrics). No TTL: they are counters, they only grow, and
+# their size is bounded by feeds x 2 and alerts x channels x 3 fields.
+METRICS_ITEMS = f"{PREFIX}:metrics:items"
+METRICS_DELIVERIES = f"{PREFIX}:metrics:deliveries"
+
+
 def seen(identity: str) -> str:
     """An item identity that was processed. TTL: dedupe.ttl, the promise of 'remembered for'."""
     return f"{PREFIX}:s:{identity}"

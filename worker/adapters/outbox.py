@@ -21,7 +21,7 @@ from rq import Callback, Queue, Retry
 
 from worker.adapters import keys
 from worker.adapters.queues import FAILURE_TTL, RESULT_TTL
-from worker.core.errors import DeliveryError
+from worker.core.errors import ClaimHeldError
 from worker.core.models import Delivery, utc_iso
 from worker.core.outbox import AlertPolicy, Routing, digest_delivery, hour_index, route
 
@@ -144,9 +144,16 @@ class Outbox:
         key = keys.delivery_state(delivery.delivery_id)
         if self.connection.set(key, f"sending:{token}", nx=True, ex=_seconds(lease)):
             return token
-        if self.connection.get(key) == b"sent":
+        with self.connection.pipeline() as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            state, lease_ms = pipe.execute()
+        if state == b"sent":
             return None
-        raise DeliveryError(f"channel {delivery.channel}: being sent by another worker right now")
+        raise ClaimHeldError(
+            f"channel {delivery.channel}: claimed by another worker (running, or died mid-send)",
+            retry_after=max(1.0, lease_ms / 1000) if lease_ms and lease_ms > 0 else 1.0,
+        )
 
     def release(self, delivery: Delivery, token: str) -> None:
         script = self.connection.register_script(_RELEASE_CLAIM)

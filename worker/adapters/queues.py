@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import redis
-from rq import Queue, Retry, Worker
+from rq import Callback, Queue, Retry, Worker
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -16,6 +16,7 @@ from worker.adapters import keys
 from worker.core.models import Item
 
 ITEM_JOB = "worker.jobs.process_items"
+ITEMS_FAILURE_CALLBACK = "worker.jobs.on_items_failure"
 ITEM_RETRIES = 5
 JOB_TIMEOUT = 300  # seconds; one batch or one delivery try is far below this
 RESULT_TTL = 600  # finished jobs stay visible in rq-dashboard for a while, then go
@@ -44,7 +45,12 @@ class NewswatchWorker(Worker):
         return monitoring + HEARTBEAT_MARGIN
 
 
-def worker(connection: redis.Redis, names: Sequence[str], name: str | None = None) -> NewswatchWorker:
+def worker(
+    connection: redis.Redis,
+    names: Sequence[str],
+    name: str | None = None,
+    work_horse_killed: Callable[..., None] | None = None,
+) -> NewswatchWorker:
     return NewswatchWorker(
         [queue(connection, n) for n in names],
         connection=connection,
@@ -53,6 +59,7 @@ def worker(connection: redis.Redis, names: Sequence[str], name: str | None = Non
         job_monitoring_interval=JOB_MONITORING_INTERVAL,
         maintenance_interval=MAINTENANCE_INTERVAL,
         worker_ttl=WORKER_TTL,
+        work_horse_killed_handler=work_horse_killed,
     )
 
 
@@ -75,6 +82,7 @@ def enqueue_item_batches(
                     ITEM_JOB,
                     args=(feed, [item.to_dict() for item in batch], baseline),
                     retry=Retry(max=ITEM_RETRIES),
+                    on_failure=Callback(ITEMS_FAILURE_CALLBACK),
                     result_ttl=RESULT_TTL,
                     failure_ttl=FAILURE_TTL,
                     description=f"process {len(batch)} items of feed {feed}",

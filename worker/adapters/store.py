@@ -99,6 +99,10 @@ class SeenStore:
                     if new:
                         pipe.hincrby(keys.feed_state(feed), "items_seen", len(new))
                         outbox.write(pipe, routing, now)
+                    # Counted inside the transaction, so the metrics say exactly what was committed.
+                    for kind, number in (("new", len(new)), ("duplicate", len(candidates) - len(new))):
+                        if number:
+                            pipe.hincrby(keys.METRICS_ITEMS, f"{feed}\x1f{kind}", number)
                     pipe.execute()
                     return new
                 except redis.WatchError:

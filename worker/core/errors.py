@@ -35,6 +35,11 @@ class DeliveryError(NewswatchError):
         self.retry_after = retry_after
 
 
+class ClaimHeldError(DeliveryError):
+    """Another worker holds this delivery's claim (or held it and died): try again when the
+    claim's lease ends. Not a failed try: it does not use up the delivery's retries."""
+
+
 class PermanentDeliveryError(DeliveryError):
     """An alert can never be delivered through this channel (e.g. HTTP 410): do not retry."""
 

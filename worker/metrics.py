@@ -1,0 +1,102 @@
+"""Prometheus metrics (SPEC: `metrics.port`, 0 turns it off).
+
+Fetch metrics live in the scheduler process that fetches. What workers count (items new or
+duplicate, alerts delivered, failed, retried) is kept in Redis and read at scrape time: workers
+fork a process per job and may run on many hosts, so in-process counters there would be lost or
+split; Redis gives one set of totals for the whole deployment, served from any endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import redis
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from worker.adapters import keys, queues
+
+log = logging.getLogger(__name__)
+
+POLLS = Counter("newswatch_polls_total", "Feed polls by outcome", ["feed", "outcome"])
+NOT_MODIFIED = Counter("newswatch_not_modified_total", "Polls answered 304 Not Modified", ["feed"])
+BYTES = Counter("newswatch_fetched_bytes_total", "Feed bytes fetched (after decompression)", ["feed"])
+FETCH_SECONDS = Histogram(
+    "newswatch_fetch_seconds",
+    "Time to fetch a feed",
+    ["feed"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+FETCH_ERRORS = Counter("newswatch_fetch_errors_total", "Failed polls by kind of error", ["feed", "kind"])
+
+
+def error_kind(message: str) -> str:
+    """A small fixed set of label values for error messages (labels must not be unbounded)."""
+    lowered = message.lower()
+    for needle, kind in (
+        ("timed out", "timeout"), ("dns", "dns"), ("refused:", "blocked"), ("refused", "refused"),
+        ("410", "gone"), ("http 4", "http_4xx"), ("http 5", "http_5xx"), ("larger than", "too_large"),
+        ("redirect", "redirects"), ("not a feed", "not_a_feed"), ("malformed", "malformed"),
+    ):  # fmt: skip
+        if needle in lowered:
+            return kind
+    return "other"
+
+
+def count_delivery(connection: redis.Redis, alert: str, channel: str, outcome: str) -> None:
+    """outcome: delivered, retried or failed."""
+    try:
+        connection.hincrby(keys.METRICS_DELIVERIES, f"{alert}\x1f{channel}\x1f{outcome}", 1)
+    except redis.RedisError:
+        log.debug("could not count a delivery outcome; Redis unavailable")
+
+
+class RedisCollector(Collector):
+    """Worker counters and queue depths, read from Redis at scrape time."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.redis = connection
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        try:
+            items = self.redis.hgetall(keys.METRICS_ITEMS)
+            deliveries = self.redis.hgetall(keys.METRICS_DELIVERIES)
+            counts = queues.queue_counts(self.redis)
+        except redis.RedisError:
+            return
+        family = CounterMetricFamily(
+            "newswatch_items", "Items processed, new or duplicate", labels=["feed", "kind"]
+        )
+        for field, value in items.items():
+            family.add_metric(_labels(field), float(value))
+        yield family
+        alerts = CounterMetricFamily(
+            "newswatch_deliveries",
+            "Alert deliveries by rule, channel and outcome",
+            labels=["alert", "channel", "outcome"],
+        )
+        for field, value in deliveries.items():
+            alerts.add_metric(_labels(field), float(value))
+        yield alerts
+        depth = GaugeMetricFamily(
+            "newswatch_queue_jobs", "Jobs per queue and state", labels=["queue", "state"]
+        )
+        for c in counts:
+            for state, number in (("queued", c.queued), ("started", c.started), ("failed", c.failed)):
+                depth.add_metric([c.name, state], number)
+        yield depth
+
+
+def _labels(field: bytes | str) -> list[str]:
+    return (field.decode() if isinstance(field, bytes) else field).split("\x1f")
+
+
+def serve(port: int, bind: str, connection: redis.Redis) -> bool:
+    if not port:
+        return False
+    REGISTRY.register(RedisCollector(connection))
+    start_http_server(port, addr=bind)
+    log.info("metrics on http://%s:%d/metrics", bind, port)
+    return True
