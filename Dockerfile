@@ -4,17 +4,21 @@ WORKDIR /src
 COPY pyproject.toml README.md scheduler.py ./
 COPY worker ./worker
 RUN python -m venv /opt/newswatch \
-    && /opt/newswatch/bin/pip install --no-cache-dir .
+    && /opt/newswatch/bin/pip install --no-cache-dir . \
+    && /opt/newswatch/bin/pip uninstall --yes pip
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 newswatch
+# No pip in the running image: nothing gets installed at run time.
+RUN useradd --create-home --uid 10001 --user-group newswatch \
+    && python -m pip uninstall --yes pip setuptools wheel
 COPY --from=build /opt/newswatch /opt/newswatch
 COPY config /app/config
 WORKDIR /app
 ENV PATH=/opt/newswatch/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    NEWSWATCH_CONFIG=/app/config/newswatch.yaml
-USER newswatch
+    NEWSWATCH_CONFIG=/app/config/newswatch.yaml \
+    NEWSWATCH_METRICS_BIND=0.0.0.0
+USER 10001:10001
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 CMD ["newswatch", "health"]
 ENTRYPOINT ["newswatch"]
 CMD ["run"]

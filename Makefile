@@ -28,6 +28,7 @@ typecheck: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(PY) scripts/ensure_redis.py --binary
+	scripts/ensure_chromium.sh
 	$(PY) -m pytest
 
 demo: $(STAMP)

@@ -9,14 +9,15 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from rq import Worker
 from rq.registry import FailedJobRegistry
 
-from worker import channels, jobs, monitoring
+from worker import channels, jobs, metrics, monitoring
 from worker.adapters import keys, queues
 from worker.config import Config
 from worker.core.errors import DeliveryError
@@ -27,6 +28,7 @@ from worker.pipeline import poll_feed
 from worker.runtime import Runtime, connect
 
 log = logging.getLogger("newswatch")
+T = TypeVar("T")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
@@ -37,9 +39,17 @@ def scheduler(config: Config) -> int:
     return EXIT_OK
 
 
-def worker(config: Config, burst: bool, queue_names: list[str] | None, name: str | None) -> int:
+def worker(
+    config: Config,
+    burst: bool,
+    queue_names: list[str] | None,
+    name: str | None,
+    metrics_port: int | None = None,
+) -> int:
     rt = connect(config)
     jobs.install(rt)
+    if metrics_port:
+        metrics.serve(metrics_port, config.settings.metrics.bind, rt.redis)
     names = queue_names or list(keys.QUEUES)
     unknown = sorted(set(names) - set(keys.QUEUES))
     if unknown:
@@ -73,8 +83,8 @@ def poll(config: Config, feed_names: list[str] | None) -> int:
         feeds = [f for f in feeds if f.name in feed_names]
     rt = connect(config)
     failed = 0
-    for feed in feeds:
-        outcome = poll_feed(rt, feed)
+    for feed in with_progress(feeds, "polling"):
+        outcome = poll_feed(rt, feed, force=True)
         if outcome.status == "error":
             failed += 1
             print(f"{feed.name}: error: {outcome.error}")
@@ -83,6 +93,17 @@ def poll(config: Config, feed_names: list[str] | None) -> int:
         else:
             print(f"{feed.name}: {outcome.status}, {outcome.items} items, {outcome.enqueued} new")
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def with_progress(items: Sequence[T], what: str) -> Iterator[T]:
+    """Iterate, showing a progress bar on a terminal when there is enough to wait for."""
+    if len(items) < 5 or not sys.stderr.isatty():
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import track
+
+    yield from track(items, description=what, console=Console(stderr=True), transient=True)
 
 
 def status_data(rt: Runtime) -> dict[str, Any]:
@@ -187,7 +208,7 @@ def replay_failed(config: Config, channel: str | None) -> int:
     rt = connect(config)
     registry = FailedJobRegistry(queue=rt.deliveries_queue)
     replayed = 0
-    for job_id in registry.get_job_ids():
+    for job_id in with_progress(registry.get_job_ids(), "replaying"):
         job = rt.deliveries_queue.fetch_job(job_id)
         if job is None:
             continue
