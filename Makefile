@@ -34,5 +34,10 @@ test: $(STAMP) lint typecheck
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+# newswatch side by side with rss2email (installed into bench/.venv-rss2email) on the same feeds.
+bench: $(STAMP)
+	$(PY) scripts/ensure_redis.py --binary
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -33,9 +33,11 @@ def poll_job_id(feed: str) -> str:
 
 
 def build_scheduler(rt: Runtime, spread: Callable[[float], float] | None = None) -> BlockingScheduler:
-    """Schedule every feed. `spread(interval_seconds)` gives each feed's first-poll delay, so a
-    restart does not fire all feeds at once; tests pass a function returning 0."""
-    spread = spread or (lambda seconds: random.uniform(0, min(seconds, 10.0)))
+    """Schedule every feed. `spread(interval_seconds)` gives each feed's first-poll delay: up to
+    `polling.jitter` of the interval (at most 10 s), so a restart does not fire every feed in
+    the same instant; with jitter 0 % every feed is polled at once."""
+    jitter = rt.settings.polling.jitter
+    spread = spread or (lambda seconds: random.uniform(0, min(seconds * jitter, 10.0)))
     feeds = rt.settings.feeds
     scheduler = BlockingScheduler(
         executors={"default": ThreadPoolExecutor(max_workers=max(1, min(8, len(feeds))))}, timezone="UTC"
@@ -45,7 +47,7 @@ def build_scheduler(rt: Runtime, spread: Callable[[float], float] | None = None)
         interval = rt.settings.feed_interval(feed).total_seconds()
         scheduler.add_job(
             _poll_safely,
-            trigger=IntervalTrigger(seconds=interval, jitter=interval * rt.settings.polling.jitter or None),
+            trigger=IntervalTrigger(seconds=interval, jitter=interval * jitter or None),
             args=[rt, feed.name],
             id=poll_job_id(feed.name),
             name=f"poll {feed.name}",

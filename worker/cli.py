@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", nargs="+", metavar="Q", help="queues to work on (default: all)")
     worker.add_argument("--name", help="worker name (default: generated)")
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port too")
+    worker.add_argument("--fork", action="store_true", help="run each job in a forked process (isolation)")
     poll = sub.add_parser("poll", parents=[common], help="poll feeds once now, enqueue what is new")
     poll.add_argument("--feed", action="append", metavar="NAME", help="only this feed (repeatable)")
     status = sub.add_parser("status", parents=[common], help="feeds and queues at a glance")
@@ -94,7 +95,9 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     handlers = {
         "run": lambda: commands.run(config, args.workers, args.log_level, args.log_format),
         "scheduler": lambda: commands.scheduler(config),
-        "worker": lambda: commands.worker(config, args.burst, args.queues, args.name, args.metrics_port),
+        "worker": lambda: commands.worker(
+            config, args.burst, args.queues, args.name, args.metrics_port, args.fork
+        ),
         "poll": lambda: commands.poll(config, args.feed),
         "status": lambda: commands.status(config, args.json),
         "test-alert": lambda: commands.test_alert(config, args.channel),

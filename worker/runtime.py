@@ -61,6 +61,7 @@ class Runtime:
             tuple(self.settings.delivery.retries),
             policies,
             self.settings.dedupe.ttl,
+            self.settings.delivery.timeout,
         )
 
     @cached_property
@@ -68,6 +69,12 @@ class Runtime:
         return http_fetch.client(
             self.settings.polling.max_redirects, self.settings.polling.allow_private_addresses
         )
+
+    def warm(self) -> Runtime:
+        """Build what jobs use (HTTP client and TLS context, stores) before the first job, once."""
+        for part in (self.http, self.outbox, self.seen_store, self.feed_states, self.items_queue):
+            assert part is not None
+        return self
 
 
 def connect(config: Config) -> Runtime:

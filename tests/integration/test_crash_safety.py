@@ -93,6 +93,27 @@ channels:
         return "".join(p.read_text(errors="replace") for p in self.tmp_path.glob("*.log"))
 
 
+def diagnose(redis_url: str, missing: set[str]) -> str:
+    """What the queues hold when alerts are missing: the failure message says where they are."""
+    from rq import Queue
+    from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    connection = redis.Redis.from_url(redis_url)
+    lines = [f"missing {len(missing)}: {sorted(missing)[:5]}"]
+    for name in ("newswatch-items", "newswatch-deliveries"):
+        queue = Queue(name, connection=connection, serializer=JSONSerializer)
+        lines.append(
+            f"{name}: queued={queue.count} started={StartedJobRegistry(queue=queue).get_job_ids()} "
+            f"scheduled={ScheduledJobRegistry(queue=queue).count} failed={FailedJobRegistry(queue=queue).count}"
+        )
+        for job_id in FailedJobRegistry(queue=queue).get_job_ids()[:3]:
+            job = queue.fetch_job(job_id)
+            result = job.latest_result() if job else None
+            lines.append(f"  failed {job_id}: {(result.exc_string or '')[-300:] if result else '?'}")
+    return "\n".join(lines)
+
+
 def received(server: LocalServer) -> collections.Counter[str]:
     return collections.Counter(r.json()["data"]["item"]["title"] for r in server.received("/hook"))
 
@@ -128,7 +149,10 @@ def test_workers_sigkilled_at_random_points_lose_and_double_nothing(
             daemon.kill_worker(rng.randrange(2))
         expected = expected_titles(items + more)
         # RQ notices the abandoned jobs within ~30-45 s (see queues.NewswatchWorker) and re-runs them.
-        wait_for(lambda: set(received(http_server)) >= expected, timeout=120, interval=0.5)
+        try:
+            wait_for(lambda: set(received(http_server)) >= expected, timeout=120, interval=0.5)
+        except AssertionError:
+            raise AssertionError(diagnose(redis_url, expected - set(received(http_server)))) from None
         time.sleep(3)
         assert daemon.alive()
         assert_once_each(http_server, expected, allow_same_id_repeat=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from worker.core.errors import QuerySyntaxError
-from worker.core.query import ItemText, evaluate, matched_terms, parse_query, parse_term_list
+from worker.core.matcher import ItemText, TermIndex
+from worker.core.query import Node, all_terms, evaluate, matched_terms, parse_query, parse_term_list
 
 DEEPSEEK_TITLE = "DeepSeek verschiebt Modellstart nach Problemen mit Huaweis KI-Chips"
 DEEPSEEK_SUMMARY = (
@@ -15,12 +16,14 @@ DEEPSEEK_SUMMARY = (
 )
 
 
-def text(title: str = "", summary: str = "", categories: tuple[str, ...] = ()) -> ItemText:
-    return ItemText.of(title, [summary], categories)
+def text(node: Node, title: str = "", summary: str = "", categories: tuple[str, ...] = ()) -> ItemText:
+    """The item as the matcher sees it, with an index of this query's terms."""
+    return TermIndex.of(t.key for t in all_terms(node)).scan(title, [summary], categories)
 
 
 def matches(query: str, title: str = "", summary: str = "", categories: tuple[str, ...] = ()) -> bool:
-    return evaluate(parse_query(query), text(title, summary, categories))
+    node = parse_query(query)
+    return evaluate(node, text(node, title, summary, categories))
 
 
 @pytest.mark.parametrize(
@@ -108,7 +111,11 @@ def test_phrase_does_not_span_two_categories() -> None:
 
 def test_matched_lists_positive_terms_as_written() -> None:
     query = parse_query("(Huawei OR SMIC) AND (Chip* OR Ascend) NOT Smartphone")
-    assert matched_terms(query, text(DEEPSEEK_TITLE, "Ascend-Prozessoren")) == ["Huawei", "Chip*", "Ascend"]
+    assert matched_terms(query, text(query, DEEPSEEK_TITLE, "Ascend-Prozessoren")) == [
+        "Huawei",
+        "Chip*",
+        "Ascend",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -136,7 +143,8 @@ def test_bad_queries_raise_a_readable_error(query: str) -> None:
 
 def test_topic_term_lists_treat_spaces_as_phrases() -> None:
     node = parse_term_list(["KI", "künstliche Intelligenz", "Chip*"])
-    assert evaluate(node, text("Die künstliche Intelligenz"))
-    assert not evaluate(node, text("Intelligenz, künstliche"))
-    assert evaluate(node, text("Chipkrise"))
-    assert evaluate(parse_term_list(["Huawei AND Chip*"]), text(DEEPSEEK_TITLE))
+    assert evaluate(node, text(node, "Die künstliche Intelligenz"))
+    assert not evaluate(node, text(node, "Intelligenz, künstliche"))
+    assert evaluate(node, text(node, "Chipkrise"))
+    both = parse_term_list(["Huawei AND Chip*"])
+    assert evaluate(both, text(both, DEEPSEEK_TITLE))

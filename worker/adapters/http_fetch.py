@@ -92,7 +92,9 @@ def fetch(
             ) as response,
         ):
             _check_status(response)
-            body = b"" if response.status_code == 304 else _read_capped(response, limits.max_bytes)
+            # Reading the (empty) 304 body ends the message, so the connection goes back to the
+            # pool; leaving it unread would close it and cost a new connection on every poll.
+            body = _read_capped(response, limits.max_bytes)
     except httpx.TooManyRedirects as e:
         raise FetchError("too many redirects") from e
     except httpx.TimeoutException as e:

@@ -43,6 +43,12 @@ class Outbox:
     retries: tuple[timedelta, ...]
     policies: dict[str, AlertPolicy]
     remember_for: timedelta  # how long a sent delivery and a digest buffer are kept
+    send_timeout: timedelta = timedelta(seconds=10)  # delivery.timeout
+
+    @property
+    def job_timeout(self) -> int:
+        """One try: connect, TLS, login and send may each take up to the send timeout."""
+        return max(30, int(self.send_timeout.total_seconds()) * 4 + 10)
 
     # --- routing, inside the seen-store transaction -------------------------------------------
 
@@ -90,6 +96,7 @@ class Outbox:
                     args=(delivery.to_dict(),),
                     job_id=delivery.delivery_id,
                     retry=retry,
+                    timeout=self.job_timeout,
                     on_failure=Callback(DELIVERY_FAILURE_CALLBACK),
                     result_ttl=RESULT_TTL,
                     failure_ttl=FAILURE_TTL,
@@ -108,6 +115,7 @@ class Outbox:
             job_id=f"digest_{keys.digest_id(alert, channel, utc_iso(end))}",
             result_ttl=RESULT_TTL,
             failure_ttl=FAILURE_TTL,
+            timeout=30,
             description=f"digest {alert} -> {channel} for the window ending {utc_iso(end)}",
         )
         self.deliveries_queue.schedule_job(job, end, pipeline=pipe)

@@ -8,9 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from rq import Callback, Queue, Retry, Worker
+from rq import Callback, Queue, Retry, SimpleWorker, Worker
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 from worker.adapters import keys
 from worker.core.models import Item
@@ -18,24 +19,37 @@ from worker.core.models import Item
 ITEM_JOB = "worker.jobs.process_items"
 ITEMS_FAILURE_CALLBACK = "worker.jobs.on_items_failure"
 ITEM_RETRIES = 5
-JOB_TIMEOUT = 300  # seconds; one batch or one delivery try is far below this
+ITEM_JOB_TIMEOUT = 30  # seconds; a batch of 50 items takes milliseconds
+JOB_TIMEOUT = 300  # the queues' default, for anything else
 RESULT_TTL = 600  # finished jobs stay visible in rq-dashboard for a while, then go
 FAILURE_TTL = int(timedelta(days=30).total_seconds())  # failed deliveries wait for replay-failed
 
 
 # Recovery from a killed worker, deliberately fast. RQ keeps a running job's registry entry alive
-# for (monitoring interval + 60 s) and looks for dead ones every 10 minutes by default; a job of a
-# SIGKILLed worker would wait that long. Here: entries live monitoring + 15 s, maintenance runs
-# every 15 s, so another worker re-runs an abandoned batch within about 30-45 s.
+# for (its timeout + 60 s) in a simple worker, (monitoring interval + 60 s) in a forking one, and
+# looks for dead entries every 10 minutes by default; a SIGKILLed worker's batch would wait that
+# long. Here: entries live (timeout or monitoring interval) + 15 s, maintenance runs every 15 s.
 JOB_MONITORING_INTERVAL = 5
 HEARTBEAT_MARGIN = 15
 MAINTENANCE_INTERVAL = 15
 WORKER_TTL = 60  # a worker that stops heartbeating leaves `Worker.all` (and `health`) after this
 
 
-class NewswatchWorker(Worker):
-    """RQ's forking worker (a crashing or hanging job cannot take the worker down) with the
-    short heartbeats above."""
+class NewswatchWorker(SimpleWorker):
+    """The default: jobs run in the worker process itself. RQ's forking worker spends ~10 ms per
+    job on fork() and a fresh process (and our runtime's HTTP client and TLS context with it);
+    that caps deliveries at a few dozen per second and worker. The price is isolation: a job that
+    crashes the interpreter takes the worker with it (the supervisor or the container restarts
+    it, and the job is re-run as abandoned). Job timeouts still hold: RQ enforces them with
+    SIGALRM in the worker's main thread."""
+
+    def get_heartbeat_ttl(self, job: Any) -> int:
+        # No heartbeats during a job in a simple worker: the entry must outlive the job's timeout.
+        return int(job.timeout or JOB_TIMEOUT) + HEARTBEAT_MARGIN
+
+
+class NewswatchForkingWorker(Worker):
+    """`newswatch worker --fork`: every job in a forked work horse, for isolation over speed."""
 
     def get_heartbeat_ttl(self, job: Any) -> int:
         monitoring = int(self.job_monitoring_interval)
@@ -50,8 +64,10 @@ def worker(
     names: Sequence[str],
     name: str | None = None,
     work_horse_killed: Callable[..., None] | None = None,
-) -> NewswatchWorker:
-    return NewswatchWorker(
+    fork: bool = False,
+) -> BaseWorker:
+    worker_class: type[BaseWorker] = NewswatchForkingWorker if fork else NewswatchWorker
+    return worker_class(
         [queue(connection, n) for n in names],
         connection=connection,
         serializer=JSONSerializer,
@@ -82,6 +98,7 @@ def enqueue_item_batches(
                     ITEM_JOB,
                     args=(feed, [item.to_dict() for item in batch], baseline),
                     retry=Retry(max=ITEM_RETRIES),
+                    timeout=ITEM_JOB_TIMEOUT,
                     on_failure=Callback(ITEMS_FAILURE_CALLBACK),
                     result_ttl=RESULT_TTL,
                     failure_ttl=FAILURE_TTL,

@@ -18,7 +18,7 @@ import redis
 
 from worker.adapters import keys
 from worker.adapters.outbox import Outbox
-from worker.core.identity import primary_identity
+from worker.core.identity import guid_tag, primary_identity
 from worker.core.models import Delivery, Item, parse_utc, utc_iso
 
 log = logging.getLogger(__name__)
@@ -28,20 +28,20 @@ _MAX_WATCH_RETRIES = 20
 
 @dataclass(frozen=True)
 class Candidate:
-    """An item with its identities and the deliveries it causes if it turns out to be new."""
+    """An item and the deliveries it causes if it turns out to be new."""
 
     item: Item
     deliveries: tuple[Delivery, ...] = ()
 
     @property
-    def primary(self) -> str:
-        item = self.item
-        return primary_identity(item.feed, item.guid, item.link, item.title, item.published)
+    def key(self) -> str:
+        """Its seen-key: the story's id decides (the canonical link, else GUID or title+date)."""
+        return keys.seen(self.item.id)
 
     @property
-    def identities(self) -> tuple[str, ...]:
-        """All recorded as seen. The item's id (see identity.story_id) decides whether it is."""
-        return tuple(dict.fromkeys((self.primary, self.item.id)))
+    def tag(self) -> int:
+        item = self.item
+        return guid_tag(primary_identity(item.feed, item.guid, item.link, item.title, item.published))
 
 
 @dataclass(frozen=True)
@@ -57,29 +57,20 @@ class SeenStore:
 
     def lookup(self, candidates: Sequence[Candidate]) -> Lookup:
         """Cheap pre-filter for the scheduler (one round trip): what is certainly seen is dropped,
-        and GUID churn (a known link under a new GUID) is counted."""
+        and GUID churn (a known story under another GUID) is counted."""
         if not candidates:
             return Lookup([], 0)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for candidate in candidates:
-                for identity in candidate.identities:
-                    pipe.exists(keys.seen(identity))
-            flags = iter(pipe.execute())
-        fresh, churn = [], 0
-        for candidate in candidates:
-            present = {i for i in candidate.identities if next(flags)}
-            if candidate.item.id not in present:
-                fresh.append(candidate)
-            elif candidate.primary not in present:
-                churn += 1  # the story is known, under another GUID
+        values = self.redis.mget([c.key for c in candidates])
+        fresh = [c for c, value in zip(candidates, values, strict=True) if value is None]
+        churn = sum(1 for c, v in zip(candidates, values, strict=True) if v is not None and int(v) != c.tag)
         return Lookup(fresh, churn)
 
     def commit_new(
         self, feed: str, candidates: Sequence[Candidate], outbox: Outbox, now: datetime
     ) -> list[Candidate]:
-        """Atomically: keep the candidates none of whose identities is seen, mark them seen and
+        """Atomically: keep the candidates whose story is not seen yet, mark them seen and
         hand their deliveries to the outbox. Returns the candidates that were new."""
-        seen_keys = sorted({keys.seen(i) for c in candidates for i in c.identities})
+        seen_keys = sorted({c.key for c in candidates})
         if not seen_keys:
             return []
         all_deliveries = [d for c in candidates for d in c.deliveries]
@@ -94,8 +85,7 @@ class SeenStore:
                     routing = outbox.plan(pipe, [d for c in new for d in c.deliveries], now)
                     pipe.multi()
                     for candidate in new:
-                        for identity in candidate.identities:
-                            pipe.set(keys.seen(identity), b"1", ex=self.ttl)
+                        pipe.set(candidate.key, candidate.tag, ex=self.ttl)
                     if new:
                         pipe.hincrby(keys.feed_state(feed), "items_seen", len(new))
                         outbox.write(pipe, routing, now)
@@ -114,11 +104,9 @@ def _first_of_each_story(candidates: Sequence[Candidate], present: set[str]) -> 
     taken = set(present)
     new = []
     for candidate in candidates:
-        decisive = keys.seen(candidate.item.id)
-        if decisive in taken:
-            continue
-        taken.add(decisive)
-        new.append(candidate)
+        if candidate.key not in taken:
+            taken.add(candidate.key)
+            new.append(candidate)
     return new
 
 
@@ -184,7 +172,7 @@ class FeedStateStore:
                 to_set[name] = "1" if value else "0"
             else:
                 to_set[name] = str(value)
-        with self.redis.pipeline() as pipe:
+        with self.redis.pipeline(transaction=False) as pipe:
             if to_set:
                 pipe.hset(keys.feed_state(feed), mapping=to_set)  # type: ignore[arg-type]
             if to_delete:

@@ -44,6 +44,14 @@ def story_id(primary: str, link: str | None) -> str:
     return link or primary
 
 
+def guid_tag(primary: str) -> int:
+    """A 31-bit fingerprint of the primary identity, stored as the value of the story's seen-key:
+    the same link seen again under another GUID shows as a different tag (GUID churn). An
+    integer value costs Redis no extra allocation; a string would cost ~16 bytes per item."""
+    digest = hashlib.blake2b(primary.encode("utf-8", "surrogatepass"), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
 def delivery_id(alert: str, item: str, channel: str) -> str:
     """Same (alert, item, channel) -> same id on every try, so receivers can drop repeats."""
     return "msg_" + _digest("delivery", alert, item, channel, size=15)

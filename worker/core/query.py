@@ -6,21 +6,20 @@
     unary   := ("NOT" | "-") unary | primary
     primary := [field ":"] ( "(" or ")" | '"' phrase '"' | word["*"] )
 
-A term matches whole folded words (see `text.fold`); each word may carry a genitive or
-possessive trailing s; a trailing * makes the last word a prefix; a phrase matches its
-words in sequence. Operators are upper-case only, so "and" is an ordinary word.
+A term matches whole folded words; the last word may carry a genitive or possessive trailing s;
+a trailing * makes it a prefix; a phrase matches its words in sequence (see `matcher` for how
+terms are found). Operators are upper-case only, so "and" is an ordinary word.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from worker.core.errors import QuerySyntaxError
-from worker.core.text import words
+from worker.core.matcher import ItemText, TermKey, normalize
 
-FIELDS = ("title", "summary", "category")
 _OPERATORS = frozenset({"AND", "OR", "NOT"})
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -35,16 +34,17 @@ _TOKEN = re.compile(
 
 @dataclass(frozen=True)
 class Term:
-    """A word, prefix or phrase, limited to one field or (field None) matched everywhere."""
+    """A word, prefix or phrase, limited to one field or (field None) matched everywhere.
+    `pattern` is the term's normalised text (see matcher.normalize)."""
 
     source: str
-    words: tuple[str, ...]
+    pattern: str
     prefix: bool
     field: str | None
 
     @property
-    def key(self) -> tuple[str | None, tuple[str, ...], bool]:
-        return (self.field, self.words, self.prefix)
+    def key(self) -> TermKey:
+        return (self.field, self.pattern, self.prefix)
 
 
 @dataclass(frozen=True)
@@ -65,67 +65,22 @@ class Or:
 Node = Term | Not | And | Or
 
 
-@dataclass
-class ItemText:
-    """The searchable text of one item, folded once, with a cache of term results."""
-
-    fields: dict[str, list[list[str]]]
-    _sets: dict[str, set[str]] = field(default_factory=dict)
-    _cache: dict[tuple[str | None, tuple[str, ...], bool], bool] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, title: str, summary: Iterable[str], categories: Iterable[str]) -> ItemText:
-        return cls(
-            {
-                "title": [words(title)],
-                "summary": [words(text) for text in summary if text],
-                "category": [words(c) for c in categories],
-            }
-        )
-
-    def word_set(self, name: str) -> set[str]:
-        if name not in self._sets:
-            self._sets[name] = {w for seq in self.fields[name] for w in seq}
-        return self._sets[name]
-
-    def has(self, term: Term) -> bool:
-        cached = self._cache.get(term.key)
-        if cached is None:
-            names = (term.field,) if term.field else FIELDS
-            cached = any(self._field_has(name, term) for name in names)
-            self._cache[term.key] = cached
-        return cached
-
-    def _field_has(self, name: str, term: Term) -> bool:
-        if len(term.words) == 1 and not term.prefix:
-            present = self.word_set(name)
-            return term.words[0] in present or term.words[0] + "s" in present
-        return any(_sequence_has(seq, term) for seq in self.fields[name])
-
-
-def _word_matches(word: str, wanted: str, prefix: bool) -> bool:
-    if prefix:
-        return word.startswith(wanted)
-    return word == wanted or (len(word) == len(wanted) + 1 and word.endswith("s") and word.startswith(wanted))
-
-
-def _sequence_has(seq: list[str], term: Term) -> bool:
-    n = len(term.words)
-    last = n - 1
-    for start in range(len(seq) - n + 1):
-        if all(_word_matches(seq[start + i], term.words[i], term.prefix and i == last) for i in range(n)):
-            return True
-    return False
-
-
 def evaluate(node: Node, text: ItemText) -> bool:
     if isinstance(node, Term):
-        return text.has(node)
+        return text.has(node.key)
     if isinstance(node, Not):
         return not evaluate(node.operand, text)
     if isinstance(node, And):
         return all(evaluate(op, text) for op in node.operands)
     return any(evaluate(op, text) for op in node.operands)
+
+
+def all_terms(node: Node) -> list[Term]:
+    if isinstance(node, Term):
+        return [node]
+    if isinstance(node, Not):
+        return all_terms(node.operand)
+    return [t for op in node.operands for t in all_terms(op)]
 
 
 def positive_terms(node: Node, negated: bool = False) -> list[Term]:
@@ -141,7 +96,7 @@ def matched_terms(node: Node, text: ItemText) -> list[str]:
     """The query's terms, as written, that are present in a matching item."""
     seen: dict[str, None] = {}
     for term in positive_terms(node):
-        if text.has(term):
+        if text.has(term.key):
             seen.setdefault(term.source, None)
     return list(seen)
 
@@ -149,13 +104,13 @@ def matched_terms(node: Node, text: ItemText) -> list[str]:
 def make_term(raw: str, field_name: str | None = None, phrase: bool = False) -> Term:
     prefix = raw.endswith("*") and not phrase
     body = raw[:-1] if prefix else raw
-    term_words = tuple(words(body))
-    if not term_words:
+    pattern = normalize(body)
+    if not any(ch.isalnum() for ch in pattern):
         raise QuerySyntaxError(f"term {raw!r} has no letters or digits to match")
     source = f'"{raw}"' if phrase else raw
     if field_name:
         source = f"{field_name}:{source}"
-    return Term(source, term_words, prefix, field_name.lower() if field_name else None)
+    return Term(source, pattern, prefix, field_name.lower() if field_name else None)
 
 
 class _Parser:

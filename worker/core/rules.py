@@ -1,14 +1,21 @@
-"""Classify an item (topics) and decide which alert rules fire for it. Pure: no I/O, no clock."""
+"""Classify an item (topics) and decide which alert rules fire for it. Pure: no I/O, no clock.
+
+Every term of every rule is found in one automaton pass (see matcher); then only the rules
+that one of the found terms could make true are evaluated, so the cost per item does not grow
+with the number of rules that cannot fire.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from worker.core.matcher import ItemText, TermIndex, TermKey
 from worker.core.models import AlertMatch, Item
-from worker.core.query import ItemText, Node, evaluate, matched_terms
-from worker.core.text import fold
-from worker.core.topics import merge_topics
+from worker.core.query import Node, Term, all_terms, evaluate, matched_terms, positive_terms
+from worker.core.topics import fold_name, merge_topics
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,43 @@ class RuleSet:
     topics: tuple[TopicRule, ...]
     alerts: tuple[AlertRule, ...]
     feed_tags: dict[str, tuple[str, ...]]
+    index: TermIndex = field(init=False, compare=False)
+    # found term -> the rules (positions) it can make true; rules true with no term at all
+    _topics_by_term: dict[TermKey, list[int]] = field(init=False, compare=False)
+    _alerts_by_term: dict[TermKey, list[int]] = field(init=False, compare=False)
+    _topics_always: tuple[int, ...] = field(init=False, compare=False)
+    _alerts_always: tuple[int, ...] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        queries = [r.query for r in self.topics] + [r.query for r in self.alerts]
+        index = TermIndex.of(t.key for q in queries for t in all_terms(q))
+        object.__setattr__(self, "index", index)
+        for kind, rules in (("topics", self.topics), ("alerts", self.alerts)):
+            by_term, always = _anchor(rule.query for rule in rules)
+            object.__setattr__(self, f"_{kind}_by_term", by_term)
+            object.__setattr__(self, f"_{kind}_always", always)
+
+    def candidates(self, text: ItemText, kind: str) -> list[int]:
+        """Positions of the rules of `kind` that may be true for this text, in config order."""
+        by_term: dict[TermKey, list[int]] = getattr(self, f"_{kind}_by_term")
+        chosen = set(getattr(self, f"_{kind}_always"))
+        for key in text.found:
+            chosen.update(by_term.get(key, ()))
+        return sorted(chosen)
+
+
+_NOTHING = ItemText(set())
+
+
+def _anchor(queries: Iterable[Node]) -> tuple[dict[TermKey, list[int]], tuple[int, ...]]:
+    by_term: dict[TermKey, list[int]] = defaultdict(list)
+    always = []
+    for position, query in enumerate(queries):
+        if evaluate(query, _NOTHING):
+            always.append(position)  # e.g. "NOT Bitcoin": true without any term present
+        for key in {t.key for t in positive_terms(query)}:
+            by_term[key].append(position)
+    return dict(by_term), tuple(always)
 
 
 @dataclass(frozen=True)
@@ -40,25 +84,37 @@ class Classified:
     matches: tuple[AlertMatch, ...]
 
 
-def item_text(item: Item) -> ItemText:
-    return ItemText.of(item.title, (item.summary, item.content), item.categories)
+def item_text(item: Item, rules: RuleSet) -> ItemText:
+    return rules.index.scan(item.title, (item.summary, item.content), item.categories)
 
 
 def classify(item: Item, rules: RuleSet) -> Classified:
     """Topics from feed tags, categories and topic terms; then every alert rule that fires."""
-    text = item_text(item)
-    matched_topics = [rule.name for rule in rules.topics if evaluate(rule.query, text)]
+    text = item_text(item, rules)
+    matched_topics = [
+        rules.topics[i].name
+        for i in rules.candidates(text, "topics")
+        if evaluate(rules.topics[i].query, text)
+    ]
     topics = merge_topics(matched_topics, rules.feed_tags.get(item.feed, ()), item.categories)
-    folded_topics = {fold(t) for t in topics}
+    folded_topics = {fold_name(t) for t in topics}
     matches = []
-    for alert in rules.alerts:
+    for position in rules.candidates(text, "alerts"):
+        alert = rules.alerts[position]
         if alert.feeds is not None and item.feed not in alert.feeds:
             continue
         if alert.topics is not None and not (alert.topics & folded_topics):
             continue
-        if evaluate(alert.query, text):
-            matches.append(AlertMatch(alert.name, tuple(matched_terms(alert.query, text)), alert.channels))
+        if _true(alert.query, text):
+            query = alert.query
+            terms = (query.source,) if isinstance(query, Term) else tuple(matched_terms(query, text))
+            matches.append(AlertMatch(alert.name, terms, alert.channels))
     return Classified(item, topics, tuple(matches))
+
+
+def _true(query: Node, text: ItemText) -> bool:
+    # Most rules are one term: a set lookup instead of a walk of the query tree.
+    return query.key in text.found if isinstance(query, Term) else evaluate(query, text)
 
 
 def too_old_to_alert(item: Item, now: datetime, max_age: timedelta | None) -> bool:

@@ -10,7 +10,7 @@ import re
 import unicodedata
 from html.parser import HTMLParser
 
-_UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue"})
+_UMLAUTS = (("ä", "ae"), ("ö", "oe"), ("ü", "ue"))
 _WORD = re.compile(r"\w+")
 # "DeepSeek's" / "DeepSeek’s" read as "DeepSeeks", so the genitive-s rule covers both.
 _POSSESSIVE = re.compile(r"(\w)['’]s\b")
@@ -46,8 +46,17 @@ _SKIPPED_TAGS = frozenset({"script", "style", "template", "noscript"})
 
 
 def fold(text: str) -> str:
-    """Fold text so that equivalent spellings compare equal (casefold turns ß into ss)."""
-    return unicodedata.normalize("NFC", text).casefold().translate(_UMLAUTS)
+    """Fold text so that equivalent spellings compare equal (casefold turns ß into ss).
+
+    On the hot path of matching: str.replace per umlaut is several times faster than
+    str.translate with a mapping, and the NFC check skips the (rare) normalisation."""
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    text = text.casefold()
+    for umlaut, spelled in _UMLAUTS:
+        if umlaut in text:
+            text = text.replace(umlaut, spelled)
+    return text
 
 
 def words(text: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 from worker.core.text import fold
 
@@ -22,10 +23,16 @@ def split_categories(raw: Iterable[str]) -> tuple[str, ...]:
     return tuple(result.values())
 
 
+@lru_cache(maxsize=16_384)
+def fold_name(name: str) -> str:
+    """fold() for the few thousand topic, tag and category names that recur on every item."""
+    return fold(name)
+
+
 def merge_topics(*sources: Iterable[str]) -> tuple[str, ...]:
     """Union of topic names, compared folded; the first spelling given wins. Sorted for stable output."""
     chosen: dict[str, str] = {}
     for source in sources:
         for name in source:
-            chosen.setdefault(fold(name), name)
-    return tuple(sorted(chosen.values(), key=fold))
+            chosen.setdefault(fold_name(name), name)
+    return tuple(sorted(chosen.values(), key=fold_name))

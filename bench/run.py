@@ -1,0 +1,532 @@
+"""`make bench`: newswatch against rss2email on the same local feeds, with real processes and a
+real Redis. Prints a table with ratios and writes bench/results.json. Medians of several runs.
+
+    python bench/run.py [--feeds 200] [--items 50] [--runs 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.corpus import ALERTS, alert_terms, feed_items, rss  # noqa: E402
+
+R2E_VENV = ROOT / "bench" / ".venv-rss2email"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- local servers -------------------------------------------------------------------------------
+
+
+class FeedServer:
+    """Serves /feed/N.xml; with `validators` on, answers If-None-Match with 304."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[str, bytes] = {}
+        self.validators = True
+        self.changed_at: dict[str, float] = {}
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else headers and body meet delayed ACKs: 40 ms a request
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                body = server.bodies.get(self.path)
+                if body is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                etag = '"' + hashlib.md5(body).hexdigest() + '"'
+                if server.validators and self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/rss+xml; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                if server.validators:
+                    self.send_header("ETag", etag)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, n: int) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/feed/{n}.xml"
+
+    def publish(self, n: int, items: list[dict[str, str]]) -> None:
+        self.bodies[f"/feed/{n}.xml"] = rss(items, f"Feed {n}")
+        self.changed_at[f"/feed/{n}.xml"] = time.monotonic()
+
+
+class Receiver:
+    """A webhook receiver that records when each alert arrived."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    receiver.arrivals.append((time.monotonic(), json.loads(body)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.arrivals)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.arrivals.clear()
+
+
+class SmtpSink:
+    """Counts the mails rss2email sends."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        sink = self
+        self.count = 0
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                sink.count += 1
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+# --- newswatch -----------------------------------------------------------------------------------
+
+
+class Newswatch:
+    def __init__(
+        self, workdir: Path, redis_url: str, feeds: FeedServer, receiver: Receiver, n_feeds: int
+    ) -> None:
+        self.workdir = workdir
+        self.config = workdir / "newswatch.yaml"
+        self.redis_url = redis_url
+        self.feeds, self.receiver, self.n_feeds = feeds, receiver, n_feeds
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def write_config(self, interval: str, alerts: list[tuple[str, str]] = ALERTS) -> None:
+        lines = "\n".join(f'  - {{name: f{n}, url: "{self.feeds.url(n)}"}}' for n in range(self.n_feeds))
+        rules = "\n".join(
+            f"  - {{name: {name}, query: {json.dumps(query)}, channels: [hook]}}" for name, query in alerts
+        )
+        self.config.write_text(
+            f"""
+redis: {{url: "{self.redis_url}"}}
+metrics: {{port: 0}}
+polling: {{interval: {interval}, jitter: 0%, timeout: 20s, max_age: off, allow_private_addresses: true}}
+feeds:
+{lines}
+topics:
+  KI: [KI, "künstliche Intelligenz", DeepSeek]
+  Halbleiter: [Nvidia, Huawei, Infineon, SMIC, TSMC, "Chip*", "Halbleiter*"]
+alerts:
+{rules}
+channels:
+  hook: {{type: webhook, url: "{self.receiver.url}"}}
+""",
+            encoding="utf-8",
+        )
+
+    def start(self, roles: list[str]) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SENTRY_DSN")}
+        for index, role in enumerate(roles):
+            log = (self.workdir / f"{role}-{index}.log").open("ab")
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "worker.cli",
+                        role,
+                        "--config",
+                        str(self.config),
+                        "--log-level",
+                        "WARNING",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                    env=env,
+                )
+            )
+
+    def stop(self) -> None:
+        for p in self.processes:
+            p.send_signal(signal.SIGTERM)
+        for p in self.processes:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.processes = []
+
+    def cli(self, *args: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SENTRY_DSN")}
+        return subprocess.run(
+            [sys.executable, "-m", "worker.cli", *args, "--config", str(self.config), "--log-level", "ERROR"],
+            capture_output=True, text=True, cwd=ROOT, env=env, check=False,
+        ).stdout  # fmt: skip
+
+
+def expected_alerts(feeds: FeedServer, n_feeds: int, alerts: list[tuple[str, str]]) -> int:
+    """Ground truth from the same core the daemon uses, run here on the same bytes."""
+    from worker.adapters.feed_parse import parse_feed
+    from worker.core.query import parse_query
+    from worker.core.rules import AlertRule, RuleSet, classify
+
+    rules = RuleSet((), tuple(AlertRule(n, parse_query(q), ("hook",)) for n, q in alerts), {})
+    seen: set[str] = set()
+    total = 0
+    for n in range(n_feeds):
+        for item in parse_feed(f"f{n}", feeds.bodies[f"/feed/{n}.xml"], feeds.url(n)).items:
+            if item.id not in seen:
+                seen.add(item.id)
+                total += len(classify(item, rules).matches)
+    return total
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def newswatch_cold_ingest(
+    nw: Newswatch, connection: redis.Redis, expected: int, items: int, workers: int
+) -> dict[str, float]:
+    connection.flushall()
+    nw.receiver.reset()
+    nw.write_config("1h")
+    started = time.monotonic()
+    nw.start(["scheduler"] + ["worker"] * workers)
+    done = wait_until(lambda: nw.receiver.count() >= expected, timeout=600)
+    last = max(t for t, _ in nw.receiver.arrivals) if nw.receiver.arrivals else time.monotonic()
+    nw.stop()
+    if not done:
+        raise RuntimeError(f"newswatch delivered {nw.receiver.count()} of {expected} alerts")
+    elapsed = last - started
+    return {"seconds": elapsed, "items_per_s": items / elapsed, "alerts": nw.receiver.count()}
+
+
+def newswatch_unchanged_polls(nw: Newswatch, validators: bool) -> dict[str, float]:
+    nw.feeds.validators = validators
+    out = nw.cli("poll")
+    line = next(line for line in out.splitlines() if line.startswith("polled "))
+    # "polled 200 feeds in 0.150 s (1333 polls/s, 0.61 ms CPU per poll)"
+    parts = line.replace("(", " ").replace(",", " ").split()
+    nw.feeds.validators = True
+    return {
+        "polls_per_s": float(parts[parts.index("polls/s") - 1]),
+        "cpu_ms_per_poll": float(parts[parts.index("ms") - 1]),
+    }
+
+
+def newswatch_latency(
+    nw: Newswatch, connection: redis.Redis, n_feeds: int, interval: float, samples: int
+) -> dict[str, float]:
+    """Feed change -> webhook, with the scheduler polling every `interval` seconds."""
+    connection.flushall()
+    nw.receiver.reset()
+    nw.write_config(f"{interval:g}s", alerts=[("eilmeldung", "title:Eilmeldung")])
+    nw.start(["scheduler", "worker", "worker"])
+    time.sleep(interval * 2 + 2)  # every feed polled once: the baseline is in
+    changed: dict[str, float] = {}
+    for k in range(samples):
+        n = k % n_feeds
+        title = f"Eilmeldung {k}: DeepSeek verschiebt Modellstart"
+        items = [{"title": title, "link": f"https://news.example.org/eil/{k}", "guid": f"eil-{k}",
+                  "description": "<p>Eilmeldung</p>", "category": "Finanzen", "pubDate": "Fri, 15 Aug 2025 13:51:00 +0000"}]  # fmt: skip
+        nw.feeds.publish(n, items + feed_items(n, 5))
+        changed[title] = time.monotonic()
+        time.sleep(interval / 4)
+    wait_until(lambda: nw.receiver.count() >= samples, timeout=interval * 10 + 30)
+    nw.stop()
+    latencies = sorted(
+        t - changed[p["data"]["item"]["title"]]
+        for t, p in nw.receiver.arrivals
+        if p["data"]["item"]["title"] in changed
+    )
+    if len(latencies) < samples:
+        raise RuntimeError(f"latency: {len(latencies)} of {samples} alerts arrived")
+    return {
+        "p50_s": statistics.median(latencies),
+        "p99_s": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "max_s": latencies[-1],
+        "interval_s": interval,
+    }
+
+
+def redis_bytes_per_item(connection: redis.Redis) -> dict[str, float]:
+    """What the seen-store costs: used_memory before and after dropping every seen-key."""
+    seen = [key for key in connection.scan_iter(match="nw:s:*", count=1000)]
+    before = connection.info("memory")["used_memory"]
+    for start in range(0, len(seen), 1000):
+        connection.unlink(*seen[start : start + 1000])
+    time.sleep(0.5)
+    after = connection.info("memory")["used_memory"]
+    return {"items": len(seen), "bytes_per_item": (before - after) / max(1, len(seen))}
+
+
+def match_stage(terms: int, items: list[Any], rounds: int = 3) -> float:
+    from worker.core.query import parse_query, parse_term_list
+    from worker.core.rules import AlertRule, RuleSet, TopicRule, classify
+
+    alerts = tuple(AlertRule(f"a{i}", parse_query(q), ("hook",)) for i, q in enumerate(alert_terms(terms)))
+    topics = (TopicRule("KI", parse_term_list(["KI", "künstliche Intelligenz"])),)
+    rules = RuleSet(topics, alerts, {})
+    rates = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for item in items:
+            classify(item, rules)
+        rates.append(len(items) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+# --- rss2email -------------------------------------------------------------------------------------
+
+
+def ensure_rss2email() -> Path:
+    r2e = R2E_VENV / "bin" / "r2e"
+    if not r2e.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(R2E_VENV)], check=True)
+        subprocess.run([str(R2E_VENV / "bin" / "pip"), "install", "-q", "rss2email==3.14"], check=True)
+    return r2e
+
+
+def rss2email_run(
+    r2e: Path, workdir: Path, feeds: FeedServer, n_feeds: int, sink: SmtpSink, fresh: bool
+) -> tuple[float, int]:
+    config, data = workdir / "r2e.cfg", workdir / "r2e.json"
+    if fresh:
+        data.unlink(missing_ok=True)
+        sections = "\n".join(f"[feed.f{n}]\nurl = {feeds.url(n)}\n" for n in range(n_feeds))
+        config.write_text(
+            "[DEFAULT]\nto = bench@example.org\nfrom = r2e@example.org\nemail-protocol = smtp\n"
+            f"smtp-server = 127.0.0.1:{sink.port}\nsmtp-auth = False\nsmtp-ssl = False\n"
+            "date-header = True\n\n" + sections,
+            encoding="utf-8",
+        )
+    sent_before = sink.count
+    started = time.monotonic()
+    subprocess.run([str(r2e), "-c", str(config), "-d", str(data), "run"], check=False, capture_output=True)
+    return time.monotonic() - started, sink.count - sent_before
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--feeds", type=int, default=200)
+    parser.add_argument("--items", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="fewer feeds and runs, for a smoke test")
+    args = parser.parse_args()
+    if args.quick:
+        args.feeds, args.items, args.runs = 20, 20, 1
+    n_feeds, per_feed, total_items = args.feeds, args.items, args.feeds * args.items
+    workdir = Path(tempfile.mkdtemp(prefix="newswatch-bench-"))
+    redis_binary = shutil.which("redis-server")
+    if not redis_binary:
+        print("bench: redis-server is missing (make test installs it)", file=sys.stderr)
+        return 1
+    port = free_port()
+    redis_proc = subprocess.Popen(
+        [redis_binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    connection = redis.Redis.from_url(redis_url)
+    wait_until(lambda: _pings(connection), timeout=10)
+    feeds, receiver, sink = FeedServer(), Receiver(), SmtpSink()
+    for n in range(n_feeds):
+        feeds.publish(n, feed_items(n, per_feed))
+    results: dict[str, Any] = {
+        "feeds": n_feeds,
+        "items_per_feed": per_feed,
+        "runs": args.runs,
+        "workers": args.workers,
+    }
+    try:
+        nw = Newswatch(workdir, redis_url, feeds, receiver, n_feeds)
+        expected = expected_alerts(feeds, n_feeds, ALERTS)
+        print(
+            f"bench: {n_feeds} feeds x {per_feed} items = {total_items} items, {expected} expected alerts",
+            flush=True,
+        )
+
+        cold = [
+            newswatch_cold_ingest(nw, connection, expected, total_items, args.workers)
+            for _ in range(args.runs)
+        ]
+        results["newswatch_cold_ingest_items_per_s"] = statistics.median(c["items_per_s"] for c in cold)
+        results["newswatch_cold_ingest_seconds"] = statistics.median(c["seconds"] for c in cold)
+        results["redis"] = redis_bytes_per_item(connection)
+        # Steady state: the seen-store is full again after one more cold ingest, then unchanged polls.
+        newswatch_cold_ingest(nw, connection, expected, total_items, args.workers)
+        nw.write_config("1h")
+        nw.cli("poll")  # prime ETags after the ingest's own poll
+        steady_304 = [newswatch_unchanged_polls(nw, validators=True) for _ in range(max(3, args.runs))]
+        steady_body = [newswatch_unchanged_polls(nw, validators=False) for _ in range(max(3, args.runs))]
+        results["newswatch_unchanged_304_polls_per_s"] = statistics.median(
+            s["polls_per_s"] for s in steady_304
+        )
+        results["newswatch_unchanged_304_cpu_ms_per_poll"] = statistics.median(
+            s["cpu_ms_per_poll"] for s in steady_304
+        )
+        results["newswatch_unchanged_body_polls_per_s"] = statistics.median(
+            s["polls_per_s"] for s in steady_body
+        )
+        results["newswatch_unchanged_body_cpu_ms_per_poll"] = statistics.median(
+            s["cpu_ms_per_poll"] for s in steady_body
+        )
+        print("bench: newswatch done; measuring latency", flush=True)
+        results["latency"] = newswatch_latency(
+            nw, connection, n_feeds, interval=2.0, samples=min(40, n_feeds)
+        )
+
+        from worker.adapters.feed_parse import parse_feed
+
+        sample = [
+            i
+            for n in range(min(n_feeds, 40))
+            for i in parse_feed(f"f{n}", feeds.bodies[f"/feed/{n}.xml"], feeds.url(n)).items
+        ]
+        results["match_items_per_s"] = {str(t): match_stage(t, sample) for t in (10, 1000, 10000)}
+
+        print("bench: rss2email", flush=True)
+        for n in range(n_feeds):
+            feeds.publish(n, feed_items(n, per_feed))
+        r2e = ensure_rss2email()
+        cold_r2e, steady_r2e = [], []
+        for _ in range(args.runs):
+            seconds, mails = rss2email_run(r2e, workdir, feeds, n_feeds, sink, fresh=True)
+            cold_r2e.append(mails / seconds if seconds else 0.0)
+            seconds_again, _ = rss2email_run(r2e, workdir, feeds, n_feeds, sink, fresh=False)
+            steady_r2e.append(n_feeds / seconds_again)
+        results["rss2email_cold_ingest_items_per_s"] = statistics.median(cold_r2e)
+        results["rss2email_unchanged_polls_per_s"] = statistics.median(steady_r2e)
+        results["rss2email_mails_per_run"] = mails
+    finally:
+        sink.stop()
+        redis_proc.terminate()
+        redis_proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(results)
+    return 0
+
+
+def _pings(connection: redis.Redis) -> bool:
+    try:
+        return bool(connection.ping())
+    except redis.RedisError:
+        return False
+
+
+def report(r: dict[str, Any]) -> None:
+    cold_ratio = r["newswatch_cold_ingest_items_per_s"] / max(r["rss2email_cold_ingest_items_per_s"], 1e-9)
+    poll_ratio = r["newswatch_unchanged_304_polls_per_s"] / max(r["rss2email_unchanged_polls_per_s"], 1e-9)
+    match = r["match_items_per_s"]
+    targets = {
+        "cold ingest >= 5x rss2email": cold_ratio >= 5,
+        ">= 1,000 unchanged-feed polls/s (304)": r["newswatch_unchanged_304_polls_per_s"] >= 1000,
+        "match >= 100,000 items/s at 10,000 terms": match["10000"] >= 100_000,
+        "match at 10,000 terms within 2x of 10 terms": match["10"] / match["10000"] <= 2,
+        "<= 150 bytes of Redis per remembered item": r["redis"]["bytes_per_item"] <= 150,
+        "latency p99 <= poll interval + 1 s": r["latency"]["p99_s"] <= r["latency"]["interval_s"] + 1,
+    }
+    r["ratios"] = {"cold_ingest_vs_rss2email": cold_ratio, "unchanged_polls_vs_rss2email": poll_ratio}
+    r["targets_met"] = targets
+    rows = [
+        ("cold ingest, items/s", f"{r['newswatch_cold_ingest_items_per_s']:,.0f}", f"{r['rss2email_cold_ingest_items_per_s']:,.0f}", f"{cold_ratio:.1f}x"),
+        ("unchanged feeds (304), polls/s", f"{r['newswatch_unchanged_304_polls_per_s']:,.0f}", f"{r['rss2email_unchanged_polls_per_s']:,.0f}", f"{poll_ratio:.1f}x"),
+        ("unchanged feeds (same body), polls/s", f"{r['newswatch_unchanged_body_polls_per_s']:,.0f}", "", ""),
+        ("CPU per unchanged poll (304 / body)", f"{r['newswatch_unchanged_304_cpu_ms_per_poll']:.2f} / {r['newswatch_unchanged_body_cpu_ms_per_poll']:.2f} ms", "", ""),
+        ("feed change -> webhook p50 / p99", f"{r['latency']['p50_s']:.2f} / {r['latency']['p99_s']:.2f} s (interval {r['latency']['interval_s']:g} s)", "", ""),
+        ("Redis bytes per remembered item", f"{r['redis']['bytes_per_item']:.0f}", "", ""),
+        ("match stage, items/s, 10 / 1,000 / 10,000 terms", f"{match['10']:,.0f} / {match['1000']:,.0f} / {match['10000']:,.0f}", "", ""),
+    ]  # fmt: skip
+    print(
+        f"\nnewswatch bench: {r['feeds']} feeds x {r['items_per_feed']} items, median of {r['runs']} runs\n"
+    )
+    print(f"{'measure':<48} {'newswatch':>36} {'rss2email':>10} {'ratio':>7}")
+    for name, ours, theirs, ratio in rows:
+        print(f"{name:<48} {ours:>36} {theirs:>10} {ratio:>7}")
+    print()
+    for target, met in targets.items():
+        print(f"  [{'met' if met else 'MISSED'}] {target}")
+    (ROOT / "bench" / "results.json").write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwritten to {ROOT / 'bench' / 'results.json'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
