@@ -7,7 +7,6 @@ The process that runs the worker installs its Runtime with `install`; a job star
 from __future__ import annotations
 
 import logging
-import math
 import random
 from types import TracebackType
 from typing import Any
@@ -16,12 +15,12 @@ from worker import metrics, pipeline
 from worker.config import load_config
 from worker.core.errors import ClaimHeldError, DeliveryError, PermanentDeliveryError
 from worker.core.models import Delivery
+from worker.core.timing import next_retry_delay
 from worker.monitoring import report_job_failure, tag
 from worker.runtime import Runtime, connect
 
 log = logging.getLogger(__name__)
 _runtime: Runtime | None = None
-MAX_RETRY_AFTER = 86400
 
 
 def install(rt: Runtime) -> None:
@@ -99,11 +98,3 @@ def _delivery_labels(job: Any) -> tuple[str, str]:
         return str(data["alert"]), str(data["channel"])
     except (IndexError, KeyError, TypeError):
         return "unknown", "unknown"
-
-
-def next_retry_delay(configured: int, retry_after: float | None, unit_random: float) -> int:
-    """±20 % jitter around the configured wait, so retries of many alerts do not arrive together;
-    a Retry-After from the receiver wins (capped at a day)."""
-    if retry_after is not None:
-        return max(1, min(math.ceil(retry_after), MAX_RETRY_AFTER))
-    return max(1, round(configured * (0.8 + 0.4 * unit_random)))

@@ -82,6 +82,14 @@ def work_horse_killed(job: Any, retpid: int, ret_val: int, rusage: Any) -> None:
         )
 
 
+def report_delivery_failure(alert: str, channel: str, error: BaseException) -> None:
+    """A delivery that failed for good outside an RQ job (the worker's own first try)."""
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("alert", alert)
+        scope.set_tag("channel", channel)
+        sentry_sdk.capture_exception(error)
+
+
 def tag(**tags: str) -> None:
     """Tag the current job's events (feed=..., alert=..., channel=...)."""
     for key, value in tags.items():

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import random
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,18 +26,28 @@ from worker.adapters.http_fetch import FetchLimits, FetchResult, RetryLaterError
 from worker.adapters.queues import enqueue_item_batches
 from worker.adapters.store import Candidate, FeedState
 from worker.config import FeedConfig
-from worker.core.errors import FeedGoneError, FeedParseError, FetchError, NewswatchError
+from worker.core.errors import (
+    ClaimHeldError,
+    DeliveryError,
+    FeedGoneError,
+    FeedParseError,
+    FetchError,
+    NewswatchError,
+    PermanentDeliveryError,
+)
 from worker.core.models import Delivery, Item, parse_utc
 from worker.core.render import deliveries_for
 from worker.core.rules import classify, too_old_to_alert
-from worker.core.timing import wait_after_error, wait_after_success
+from worker.core.timing import next_retry_delay, wait_after_error, wait_after_success
 from worker.core.units import format_duration
-from worker.monitoring import report_feed_error
+from worker.monitoring import report_delivery_failure, report_feed_error
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 # A claim outlives one send attempt by this much, then lapses so a killed worker's delivery goes on.
 CLAIM_MARGIN = timedelta(seconds=30)
+# How long a batch job spends on first tries before leaving the rest to their delivery jobs.
+INLINE_BUDGET = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -170,10 +181,46 @@ def process_items(
         quiet = baseline or too_old_to_alert(item, now, max_age)
         deliveries = () if quiet else tuple(deliveries_for(classified, now))
         candidates.append(Candidate(item, deliveries))
-    new = rt.seen_store.commit_new(feed, candidates, rt.outbox, now)
+    committed = rt.seen_store.commit_new(feed, candidates, rt.outbox, now)
+    new = committed.new
     alerts = sum(len(c.deliveries) for c in new)
     log.info("feed=%s batch: %d items, %d new, %d deliveries", feed, len(candidates), len(new), alerts)
+    deliver_inline(rt, committed.immediate)
     return len(new)
+
+
+def deliver_inline(rt: Runtime, deliveries: Sequence[Delivery]) -> None:
+    """The first try of each new delivery, made here rather than by its own RQ job: a job costs
+    RQ a few milliseconds and dozens of Redis round trips; a webhook to a healthy receiver
+    costs about one. Each delivery's job already exists (held back by one retry interval), so
+    whatever does not succeed here (failure, time budget spent, this worker killed) is taken
+    over by that job with the usual retries."""
+    deadline = time.monotonic() + INLINE_BUDGET.total_seconds()
+    sent: list[str] = []
+    retries = rt.settings.delivery.retries
+    for delivery in deliveries:
+        if time.monotonic() > deadline:
+            break  # a slow receiver must not hold the batch; the held jobs carry on
+        try:
+            deliver(rt, delivery)
+            sent.append(delivery.delivery_id)
+        except ClaimHeldError:
+            continue  # someone else is on it; the held job will see
+        except DeliveryError as e:
+            if isinstance(e, PermanentDeliveryError) or not retries:
+                _fail_for_good(rt, delivery, e)
+                continue
+            metrics.count_delivery(rt.redis, delivery.alert, delivery.channel, "retried")
+            wait = next_retry_delay(int(retries[0].total_seconds()), e.retry_after, random.random())
+            log.warning(
+                "alert=%s channel=%s first try failed, retry in %ss: %s",
+                delivery.alert,
+                delivery.channel,
+                wait,
+                e,
+            )
+            rt.outbox.retry_later(delivery, rt.clock() + timedelta(seconds=wait))
+    rt.outbox.cancel(sent)
 
 
 def deliver(rt: Runtime, delivery: Delivery) -> str:
@@ -195,6 +242,13 @@ def deliver(rt: Runtime, delivery: Delivery) -> str:
     metrics.count_delivery(rt.redis, delivery.alert, delivery.channel, "delivered")
     log.info("%s delivered (%s, %.0f ms)", context, outcome.detail, outcome.seconds * 1000)
     return "delivered"
+
+
+def _fail_for_good(rt: Runtime, delivery: Delivery, error: DeliveryError) -> None:
+    log.error("alert=%s channel=%s delivery failed for good: %s", delivery.alert, delivery.channel, error)
+    rt.outbox.fail(delivery, f"{error.__class__.__name__}: {error}")
+    metrics.count_delivery(rt.redis, delivery.alert, delivery.channel, "failed")
+    report_delivery_failure(delivery.alert, delivery.channel, error)
 
 
 def flush_digest(rt: Runtime, alert: str, channel: str, window_end: str) -> int:

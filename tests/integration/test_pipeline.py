@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
+from rq.registry import ScheduledJobRegistry
 from standardwebhooks import Webhook
 
 from tests.conftest import EULERPOOL_RSS, LocalServer, Response, rss
@@ -88,12 +90,34 @@ def test_processing_the_same_batch_twice_enqueues_deliveries_once(
         i.to_dict()
         for i in parse_feed("eulerpool", EULERPOOL_RSS.read_bytes(), "https://eulerpool.com/news").items
     ]
-    assert process_items(rt, "eulerpool", items) == 7
+    assert process_items(rt, "eulerpool", items) == 7  # first tries made inline, held jobs cancelled
     assert process_items(rt, "eulerpool", items) == 0
-    assert rt.deliveries_queue.count == 2
+    assert len(feed_server.received("/hook")) == 2
+    assert ScheduledJobRegistry(queue=rt.deliveries_queue).count == 0
     drain(rt)
     assert len(feed_server.received("/hook")) == 2
     assert rt.redis.hget(keys.feed_state("eulerpool"), "items_seen") == b"7"
+
+
+def test_a_worker_killed_between_commit_and_first_try_loses_nothing(
+    tmp_path: Path, redis_url: str, feed_server: LocalServer
+) -> None:
+    """The commit holds a job for every delivery; the worker's own first try is only a shortcut."""
+    rt = make_runtime(tmp_path, redis_url, config_body(feed_server))
+    from worker.adapters.feed_parse import parse_feed
+    from worker.adapters.store import Candidate
+    from worker.core.render import deliveries_for
+    from worker.core.rules import classify
+
+    items = parse_feed("eulerpool", EULERPOOL_RSS.read_bytes(), "https://eulerpool.com/news").items
+    now = rt.clock()
+    candidates = [Candidate(i, tuple(deliveries_for(classify(i, rt.config.rules), now))) for i in items]
+    rt.seen_store.commit_new("eulerpool", candidates, rt.outbox, now)  # ... and the worker dies here
+    assert ScheduledJobRegistry(queue=rt.deliveries_queue).count == 2
+    assert feed_server.received("/hook") == []
+    time.sleep(1.5)  # the held jobs' time (one retry interval, 1 s in the test config)
+    drain(rt)
+    assert len(feed_server.received("/hook")) == 2
 
 
 def test_same_story_via_two_feeds_or_changed_guid_alerts_once(

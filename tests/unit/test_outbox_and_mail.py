@@ -8,7 +8,7 @@ from worker.adapters.http_fetch import http_retry_after
 from worker.core.mail import SUBJECT_MAX, alert_email, subject_line
 from worker.core.models import Delivery
 from worker.core.outbox import AlertPolicy, digest_delivery, route, window_end
-from worker.jobs import next_retry_delay
+from worker.core.timing import next_retry_delay
 
 NOW = datetime(2026, 11, 28, 20, 15, 30, tzinfo=UTC)
 

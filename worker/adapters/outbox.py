@@ -18,6 +18,9 @@ from datetime import datetime, timedelta
 import redis
 from redis.client import Pipeline
 from rq import Callback, Queue, Retry
+from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
+from rq.results import Result
 
 from worker.adapters import keys
 from worker.adapters.queues import FAILURE_TTL, RESULT_TTL
@@ -70,7 +73,10 @@ class Outbox:
         hour = hour_index(now)
         for alert, count in routing.sent_this_hour.items():
             pipe.set(keys.hourly_count(alert, hour), count, ex=int(timedelta(hours=2).total_seconds()))
-        self.enqueue(pipe, routing.immediate)
+        # The immediate deliveries get their job now, held back by one retry interval: the worker
+        # makes the first try itself right after this transaction (see pipeline.deliver_inline)
+        # and cancels the job when it succeeds. If the worker dies first, the job goes out.
+        self.enqueue(pipe, routing.immediate, hold_until=now + self.inline_grace)
         scheduled: set[tuple[str, str, datetime]] = set()
         for held in routing.digested:
             d = held.delivery
@@ -81,7 +87,14 @@ class Outbox:
         for alert, channel, end in sorted(scheduled):
             self._schedule_flush(pipe, alert, channel, end)
 
-    def enqueue(self, pipe: Pipeline, deliveries: Sequence[Delivery]) -> None:
+    @property
+    def inline_grace(self) -> timedelta:
+        """How long a delivery job waits for the worker's own first try: one retry interval."""
+        return max(self.retries[0] if self.retries else timedelta(seconds=10), timedelta(seconds=1))
+
+    def enqueue(
+        self, pipe: Pipeline, deliveries: Sequence[Delivery], hold_until: datetime | None = None
+    ) -> None:
         if not deliveries:
             return
         retry = (
@@ -89,23 +102,64 @@ class Outbox:
             if self.retries
             else None
         )
-        self.deliveries_queue.enqueue_many(
-            [
-                Queue.prepare_data(
-                    DELIVERY_JOB,
-                    args=(delivery.to_dict(),),
-                    job_id=delivery.delivery_id,
-                    retry=retry,
-                    timeout=self.job_timeout,
-                    on_failure=Callback(DELIVERY_FAILURE_CALLBACK),
-                    result_ttl=RESULT_TTL,
-                    failure_ttl=FAILURE_TTL,
-                    description=f"alert {delivery.alert} -> {delivery.channel}",
-                )
-                for delivery in deliveries
-            ],
-            pipeline=pipe,
-        )
+        datas = [
+            Queue.prepare_data(
+                DELIVERY_JOB,
+                args=(delivery.to_dict(),),
+                job_id=delivery.delivery_id,
+                retry=retry,
+                timeout=self.job_timeout,
+                on_failure=Callback(DELIVERY_FAILURE_CALLBACK),
+                result_ttl=RESULT_TTL,
+                failure_ttl=FAILURE_TTL,
+                description=f"alert {delivery.alert} -> {delivery.channel}",
+            )
+            for delivery in deliveries
+        ]
+        if hold_until is None:
+            self.deliveries_queue.enqueue_many(datas, pipeline=pipe)
+            return
+        for data in datas:
+            job = self.deliveries_queue.create_job(
+                data.func, args=data.args, job_id=data.job_id, retry=data.retry, timeout=data.timeout,
+                on_failure=data.on_failure, result_ttl=data.result_ttl, failure_ttl=data.failure_ttl,
+                description=data.description,
+            )  # fmt: skip
+            self.deliveries_queue.schedule_job(job, hold_until, pipeline=pipe)
+
+    # --- after the worker's own first try ---------------------------------------------------------
+
+    def cancel(self, delivery_ids: Sequence[str]) -> None:
+        """The first try succeeded: the held jobs are not needed."""
+        if not delivery_ids:
+            return
+        registry = ScheduledJobRegistry(queue=self.deliveries_queue)  # type: ignore[no-untyped-call]
+        with self.connection.pipeline(transaction=False) as pipe:
+            for delivery_id in delivery_ids:
+                registry.remove(delivery_id, pipeline=pipe)
+                pipe.delete(Job.key_for(delivery_id))
+            pipe.execute()
+
+    def retry_later(self, delivery: Delivery, at: datetime) -> None:
+        """The first try failed: the held job becomes the first retry, at `at`, with one try less."""
+        key = Job.key_for(delivery.delivery_id)
+        registry = ScheduledJobRegistry(queue=self.deliveries_queue)  # type: ignore[no-untyped-call]
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hset(key, "retries_left", max(0, len(self.retries) - 1))
+            pipe.zadd(registry.key, {delivery.delivery_id: at.timestamp()}, xx=True)
+            pipe.execute()
+
+    def fail(self, delivery: Delivery, reason: str) -> None:
+        """The first try failed for good: into the failed registry now, with its reason."""
+        job = self.deliveries_queue.fetch_job(delivery.delivery_id)
+        if job is None:
+            return
+        with self.connection.pipeline() as pipe:
+            ScheduledJobRegistry(queue=self.deliveries_queue).remove(job, pipeline=pipe)  # type: ignore[no-untyped-call]
+            job.set_status(JobStatus.FAILED, pipeline=pipe)
+            job.failed_job_registry.add(job, ttl=FAILURE_TTL, exc_string=reason, pipeline=pipe)
+            Result.create_failure(job, FAILURE_TTL, exc_string=reason, pipeline=pipe)
+            pipe.execute()
 
     def _schedule_flush(self, pipe: Pipeline, alert: str, channel: str, end: datetime) -> None:
         # The same id for the same window: scheduling it again for every held alert is harmless.

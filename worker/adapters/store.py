@@ -45,6 +45,12 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Committed:
+    new: list[Candidate]  # the candidates that were new, now marked seen
+    immediate: tuple[Delivery, ...]  # their deliveries that go out now (the rest wait for digests)
+
+
+@dataclass(frozen=True)
 class Lookup:
     fresh: list[Candidate]
     guid_churn: int  # items whose link is known under another GUID
@@ -67,12 +73,12 @@ class SeenStore:
 
     def commit_new(
         self, feed: str, candidates: Sequence[Candidate], outbox: Outbox, now: datetime
-    ) -> list[Candidate]:
+    ) -> Committed:
         """Atomically: keep the candidates whose story is not seen yet, mark them seen and
         hand their deliveries to the outbox. Returns the candidates that were new."""
         seen_keys = sorted({c.key for c in candidates})
         if not seen_keys:
-            return []
+            return Committed([], ())
         all_deliveries = [d for c in candidates for d in c.deliveries]
         for _ in range(_MAX_WATCH_RETRIES):
             with self.redis.pipeline() as pipe:
@@ -94,7 +100,7 @@ class SeenStore:
                         if number:
                             pipe.hincrby(keys.METRICS_ITEMS, f"{feed}\x1f{kind}", number)
                     pipe.execute()
-                    return new
+                    return Committed(new, routing.immediate if new else ())
                 except redis.WatchError:
                     log.debug("feed=%s seen-store contention, retrying batch", feed)
         raise RuntimeError(f"feed={feed}: could not commit a batch after {_MAX_WATCH_RETRIES} tries")

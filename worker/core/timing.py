@@ -3,10 +3,12 @@ passes the random number, so tests see exact schedules."""
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 MAX_ERROR_BACKOFF = timedelta(hours=6)
 MAX_POLITE_WAIT = timedelta(days=1)
+MAX_RETRY_AFTER = 86400  # seconds: a receiver's Retry-After is honoured up to a day
 
 
 def wait_after_success(
@@ -32,3 +34,11 @@ def wait_after_error(
     if retry_after is not None:
         wait = max(wait, min(timedelta(seconds=retry_after), max(cap, MAX_POLITE_WAIT)))
     return wait
+
+
+def next_retry_delay(configured: int, retry_after: float | None, unit_random: float) -> int:
+    """±20 % jitter around the configured wait, so retries of many alerts do not arrive together;
+    a Retry-After from the receiver wins (capped at a day)."""
+    if retry_after is not None:
+        return max(1, min(math.ceil(retry_after), MAX_RETRY_AFTER))
+    return max(1, round(configured * (0.8 + 0.4 * unit_random)))
