@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import ROOT, LocalServer, RedisServer, Response, rss, wait_for
+from tests.conftest import ROOT, LocalServer, RedisServer, Response, rss, stop_processes, wait_for
 
 
 def stories(start: int, count: int) -> list[dict[str, str]]:
@@ -83,13 +83,7 @@ channels:
         return all(p.poll() is None for p in [self.scheduler, *self.workers])
 
     def stop(self) -> str:
-        for process in [self.scheduler, *self.workers]:
-            process.send_signal(signal.SIGTERM)
-        for process in [self.scheduler, *self.workers]:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(self.scheduler, *self.workers)
         return "".join(p.read_text(errors="replace") for p in self.tmp_path.glob("*.log"))
 
 

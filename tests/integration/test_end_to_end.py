@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import collections
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from standardwebhooks import Webhook
 
-from tests.conftest import ROOT, LocalServer, Response, rss, wait_for
+from tests.conftest import ROOT, LocalServer, Response, rss, stop_processes, wait_for
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -138,12 +137,6 @@ channels:
         )  # fmt: skip
         assert '"error": null' in status.stdout and '"error_count": 0' in status.stdout
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(*processes)
     logs = "".join((tmp_path / f"{n}.log").read_text() for n in ("scheduler", "w1", "w2"))
     assert "Traceback" not in logs, logs[-3000:]

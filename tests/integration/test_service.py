@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import zlib
@@ -27,6 +26,7 @@ from tests.conftest import (
     Request,
     Response,
     free_port,
+    stop_processes,
     wait_for,
 )
 from tests.integration.helpers import drain
@@ -103,16 +103,6 @@ def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subp
     )  # fmt: skip
 
 
-def stop(*processes: subprocess.Popen[bytes]) -> None:
-    for p in processes:
-        p.send_signal(signal.SIGTERM)
-    for p in processes:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
 def test_metrics_are_scraped_from_the_scheduler(
     tmp_path: Path, redis_url: str, http_server: LocalServer
 ) -> None:
@@ -135,7 +125,7 @@ def test_metrics_are_scraped_from_the_scheduler(
             timeout=60,
         )
     finally:
-        stop(scheduler, worker)
+        stop_processes(scheduler, worker)
     for expected in (
         'newswatch_polls_total{feed="eulerpool",outcome="new"} 1.0',
         'newswatch_fetched_bytes_total{feed="eulerpool"}',
@@ -235,14 +225,14 @@ def test_health_and_json_logs(
     worker = spawn(["worker", "--log-format", "json", "--config", str(config)], tmp_path / "worker.log")
     try:
         wait_for(lambda: health() == 0, timeout=60)
-        redis_server.stop()
+        redis_server.stop_processes()
         try:
             assert health() == 1
         finally:
             redis_server.start()
         wait_for(lambda: health() == 0, timeout=60)
     finally:
-        stop(scheduler, worker)
+        stop_processes(scheduler, worker)
     lines = (tmp_path / "scheduler.log").read_text().splitlines()
     parsed = [json.loads(line) for line in lines if line.strip()]
     assert all({"time", "level", "logger", "message"} <= set(p) for p in parsed)
@@ -293,7 +283,7 @@ def test_dashboard_shows_our_queues_and_the_failed_delivery_in_a_browser(
             screenshot=ARTIFACTS / "dashboard-failed.png",
         )
     finally:
-        stop(dashboard)
+        stop_processes(dashboard)
     assert "newswatch-deliveries" in overview and "newswatch-items" in overview
     assert failed_id in failed
     assert (ARTIFACTS / "dashboard-queues.png").stat().st_size > 10_000
