@@ -225,7 +225,7 @@ def test_health_and_json_logs(
     worker = spawn(["worker", "--log-format", "json", "--config", str(config)], tmp_path / "worker.log")
     try:
         wait_for(lambda: health() == 0, timeout=60)
-        redis_server.stop_processes()
+        redis_server.stop()
         try:
             assert health() == 1
         finally:
