@@ -142,7 +142,7 @@ def test_workers_sigkilled_at_random_points_lose_and_double_nothing(
             time.sleep(rng.uniform(0.2, 0.6))
             daemon.kill_worker(rng.randrange(2))
         expected = expected_titles(items + more)
-        # RQ notices the abandoned jobs within ~30-45 s (see queues.NewswatchWorker) and re-runs them.
+        # RQ notices abandoned jobs within about a minute (see queues.NewswatchWorker) and re-runs them.
         try:
             wait_for(lambda: set(received(http_server)) >= expected, timeout=120, interval=0.5)
         except AssertionError:

@@ -12,11 +12,12 @@ from standardwebhooks import Webhook
 
 from worker.core.identity import delivery_id, link_identity, primary_identity
 from worker.core.links import canonical_link
+from worker.core.matcher import normalize
 from worker.core.models import AlertMatch, Item
 from worker.core.query import parse_query, parse_term_list
 from worker.core.render import alert_payload, deliveries_for, log_lines, webhook_body, webhook_signature
 from worker.core.rules import AlertRule, RuleSet, TopicRule, classify, too_old_to_alert
-from worker.core.text import fold, html_to_text, one_line, words
+from worker.core.text import fold, html_to_text, one_line
 from worker.core.topics import merge_topics, split_categories
 from worker.core.units import format_duration, parse_duration, parse_fraction, parse_size
 
@@ -116,7 +117,7 @@ def test_merge_topics_keeps_first_spelling_and_sorts() -> None:
 def test_text_helpers() -> None:
     assert fold("Großbank ÄRGER Über Öl") == "grossbank aerger ueber oel"
     assert fold("Mu\u0308nchen") == "muenchen"  # decomposed umlaut
-    assert words("KI-Modell, DeepSeek's R2") == ["ki", "modell", "deepseeks", "r2"]
+    assert normalize("KI-Modell,  DeepSeek's\nR2") == "ki modell, deepseek's r2"
     assert html_to_text("<p>Eins</p><p>Zwei &amp; drei</p><script>alert(1)</script>") == "Eins Zwei & drei"
     assert html_to_text("A&nbsp;B &lt;b&gt;") == "A B <b>"  # entities decoded, nbsp is whitespace
     assert one_line("a\r\nb\u2028c\x00d\te") == "a b c d e"

@@ -11,9 +11,6 @@ import unicodedata
 from html.parser import HTMLParser
 
 _UMLAUTS = (("ä", "ae"), ("ö", "oe"), ("ü", "ue"))
-_WORD = re.compile(r"\w+")
-# "DeepSeek's" / "DeepSeek’s" read as "DeepSeeks", so the genitive-s rule covers both.
-_POSSESSIVE = re.compile(r"(\w)['’]s\b")
 _SPACE = re.compile(r"\s+")
 # Tags that separate words visually; text on either side must not run together.
 _BLOCK_TAGS = frozenset(
@@ -57,11 +54,6 @@ def fold(text: str) -> str:
         if umlaut in text:
             text = text.replace(umlaut, spelled)
     return text
-
-
-def words(text: str) -> list[str]:
-    """The folded words of a text, in order; punctuation and hyphens separate words."""
-    return _WORD.findall(_POSSESSIVE.sub(r"\1s", fold(text)))
 
 
 class _TextExtractor(HTMLParser):
