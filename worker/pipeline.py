@@ -88,7 +88,7 @@ def _poll(rt: Runtime, feed: FeedConfig, force: bool) -> PollOutcome:
         return PollOutcome(feed.name, "waiting")
     url = state.url if state.url and state.moved_from == feed.url else feed.url
     try:
-        result, parsed = _fetch_and_parse(rt, feed, url, state)
+        result, body_hash, parsed = _fetch_and_parse(rt, feed, url, state)
     except (FetchError, FeedParseError) as e:
         return _record_failure(rt, feed, now, e)
     interval = rt.settings.feed_interval(feed)
@@ -119,7 +119,7 @@ def _poll(rt: Runtime, feed: FeedConfig, force: bool) -> PollOutcome:
     wait = wait_after_success(interval, result.fresh_for, parsed.ttl_minutes)
     rt.feed_states.update(
         feed.name, **update, etag=result.etag, last_modified=result.last_modified,
-        body_hash=_body_hash(result.body), warning=GUID_CHURN_WARNING if churn else None,
+        body_hash=body_hash, warning=GUID_CHURN_WARNING if churn else None,
         not_before=now + wait if wait > interval else None,
     )  # fmt: skip
     rt.polled_feeds.add(feed.name)
@@ -127,14 +127,11 @@ def _poll(rt: Runtime, feed: FeedConfig, force: bool) -> PollOutcome:
     return PollOutcome(feed.name, "new", len(parsed.items), len(fresh))
 
 
-def _body_hash(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
-
-
 def _fetch_and_parse(
     rt: Runtime, feed: FeedConfig, url: str, state: FeedState
-) -> tuple[FetchResult, ParsedFeed | None]:
-    """Fetch (one slot per host) and parse; None instead of a parsed feed when nothing changed."""
+) -> tuple[FetchResult, str | None, ParsedFeed | None]:
+    """Fetch (one slot per host) and parse: the result, the body's hash, and the parsed feed, or
+    None when nothing changed (304, or the same body as last time)."""
     polling = rt.settings.polling
     limits = FetchLimits(polling.timeout.total_seconds(), polling.max_bytes, polling.max_redirects)
     with _host_slots[httpx.URL(url).host], metrics.FETCH_SECONDS.labels(feed.name).time():
@@ -142,9 +139,11 @@ def _fetch_and_parse(
     metrics.BYTES.labels(feed.name).inc(len(result.body))
     if result.not_modified:
         metrics.NOT_MODIFIED.labels(feed.name).inc()
-    if result.not_modified or _body_hash(result.body) == state.body_hash:
-        return result, None
-    return result, parse_feed(feed.name, result.body, result.url, result.content_type, rt.clock())
+        return result, state.body_hash, None
+    body_hash = hashlib.sha256(result.body).hexdigest()
+    if body_hash == state.body_hash:
+        return result, body_hash, None
+    return result, body_hash, parse_feed(feed.name, result.body, result.url, result.content_type, rt.clock())
 
 
 def _record_failure(rt: Runtime, feed: FeedConfig, now: datetime, error: NewswatchError) -> PollOutcome:
