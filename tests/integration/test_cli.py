@@ -149,3 +149,15 @@ def test_commands_say_clearly_when_redis_is_unreachable(tmp_path: Path, http_ser
     assert result.returncode == 1
     assert "cannot reach Redis" in result.stderr and "Traceback" not in result.stderr
     assert cli("health", "--config", config).returncode == 1
+
+
+def test_make_demo_shows_the_deepseek_alert_offline() -> None:
+    """`make demo` runs scripts/demo.py: its own feed server and redis-server, nothing else."""
+    result = subprocess.run(
+        [sys.executable, "scripts/demo.py"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "NEWSWATCH_CONFIG")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ALERT alert=deepseek feed=eulerpool item=" in result.stdout
+    assert f'title="{SAMPLE_TITLE}"' in result.stdout
+    assert "published=2025-08-15T13:51:00Z" in result.stdout
