@@ -19,7 +19,7 @@ from worker.core.models import Item
 ITEM_JOB = "worker.jobs.process_items"
 ITEMS_FAILURE_CALLBACK = "worker.jobs.on_items_failure"
 ITEM_RETRIES = 5
-ITEM_JOB_TIMEOUT = 30  # seconds; a batch of 50 items takes milliseconds
+ITEM_JOB_TIMEOUT = 45  # seconds: a batch takes milliseconds, plus up to INLINE_BUDGET of first tries
 JOB_TIMEOUT = 300  # the queues' default, for anything else
 RESULT_TTL = 600  # finished jobs stay visible in rq-dashboard for a while, then go
 FAILURE_TTL = int(timedelta(days=30).total_seconds())  # failed deliveries wait for replay-failed
