@@ -2,8 +2,8 @@
 
 Fetch metrics live in the scheduler process that fetches. What workers count (items new or
 duplicate, alerts delivered, failed, retried) is kept in Redis and read at scrape time: workers
-fork a process per job and may run on many hosts, so in-process counters there would be lost or
-split; Redis gives one set of totals for the whole deployment, served from any endpoint.
+run on many hosts (and with --fork, a process per job), so in-process counters would be split
+or lost; Redis gives one set of totals for the whole deployment, served from any endpoint.
 """
 
 from __future__ import annotations
