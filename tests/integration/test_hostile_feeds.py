@@ -159,6 +159,9 @@ def test_xml_attacks_expand_nothing_read_nothing_request_nothing(
             and hostname not in title
             and "TOP-SECRET" not in title
         )
+    # Each hostile feed was either read (its DeepSeek item alerted, unexpanded) or explained.
+    alerted = {h.json()["data"]["item"]["feed"] for h in s.received("/hook")}
+    assert all(name in alerted or error for name, error in errors(rt).items()), (alerted, errors(rt))
 
 
 def test_encodings_and_dates(tmp_path: Path, redis_url: str, http_server: LocalServer) -> None:
