@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import redis
-from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -48,7 +47,7 @@ def build_scheduler(rt: Runtime, spread: Callable[[float], float] | None = None)
         scheduler.add_job(
             _poll_safely,
             trigger=IntervalTrigger(seconds=interval, jitter=interval * jitter or None),
-            args=[rt, feed.name],
+            args=[rt, scheduler, feed.name],
             id=poll_job_id(feed.name),
             name=f"poll {feed.name}",
             coalesce=True,
@@ -66,14 +65,15 @@ def build_scheduler(rt: Runtime, spread: Callable[[float], float] | None = None)
         misfire_grace_time=int(HEARTBEAT_EVERY.total_seconds()),
         next_run_time=now,
     )
-    scheduler.add_listener(lambda event: _remember_next_poll(rt, scheduler, event), EVENT_JOB_EXECUTED)
     return scheduler
 
 
-def _poll_safely(rt: Runtime, feed_name: str) -> None:
-    """A poll must never take the scheduler down: Redis outages are logged and retried next time."""
+def _poll_safely(rt: Runtime, scheduler: BlockingScheduler, feed_name: str) -> None:
+    """A poll must never take the scheduler down: Redis outages are logged and retried next time.
+    APScheduler has computed the job's next run before running it; it is stored with the poll."""
+    job = scheduler.get_job(poll_job_id(feed_name))
     try:
-        poll_feed(rt, rt.settings.feed(feed_name))
+        poll_feed(rt, rt.settings.feed(feed_name), next_poll=job.next_run_time if job else None)
     except redis.RedisError as e:
         log.warning("feed=%s poll skipped, Redis unavailable: %s", feed_name, e.__class__.__name__)
 
@@ -83,17 +83,6 @@ def _heartbeat(rt: Runtime) -> None:
         rt.redis.set(keys.heartbeat("scheduler"), socket.gethostname(), ex=HEARTBEAT_TTL)
     except redis.RedisError as e:
         log.warning("heartbeat failed, Redis unavailable: %s", e.__class__.__name__)
-
-
-def _remember_next_poll(rt: Runtime, scheduler: BlockingScheduler, event: JobExecutionEvent) -> None:
-    if not event.job_id.startswith("poll:"):
-        return
-    job = scheduler.get_job(event.job_id)
-    if job is None or job.next_run_time is None:
-        return
-    # Without Redis, status shows a stale next poll until it is back; the schedule is unaffected.
-    with contextlib.suppress(redis.RedisError):
-        rt.feed_states.update(event.job_id.removeprefix("poll:"), next_poll=job.next_run_time)
 
 
 def _remember_first_polls(rt: Runtime, scheduler: BlockingScheduler) -> None:

@@ -12,6 +12,7 @@ import sentry_sdk
 
 from worker import __version__
 from worker.config import Config
+from worker.metrics import error_kind
 
 FEED_ERROR_EVERY = 3600.0  # seconds: at most one event per feed and kind of error
 _last_feed_report: dict[tuple[str, str], float] = {}
@@ -44,8 +45,6 @@ def init_sentry(config: Config) -> bool:
 
 def report_feed_error(feed: str, error: Exception, now: float | None = None) -> bool:
     """An expected feed failure, as a warning event: once per feed and kind per hour."""
-    from worker.metrics import error_kind
-
     kind = error_kind(str(error))
     moment = time.monotonic() if now is None else now
     with _lock:

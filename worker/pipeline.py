@@ -67,15 +67,18 @@ _host_slots: dict[str, threading.BoundedSemaphore] = defaultdict(
 )
 
 
-def poll_feed(rt: Runtime, feed: FeedConfig, force: bool = False) -> PollOutcome:
+def poll_feed(
+    rt: Runtime, feed: FeedConfig, force: bool = False, next_poll: datetime | None = None
+) -> PollOutcome:
     """Poll one feed once. Never raises for feed problems: they are recorded in the feed's state.
-    `force` polls even while a backoff or cache lifetime says to wait (`newswatch poll`)."""
-    outcome = _poll(rt, feed, force)
+    `force` polls even while a backoff or cache lifetime says to wait (`newswatch poll`);
+    `next_poll` (the scheduler's next run) is stored with the poll's own state write."""
+    outcome = _poll(rt, feed, force, {"next_poll": next_poll} if next_poll else {})
     metrics.POLLS.labels(feed.name, outcome.status).inc()
     return outcome
 
 
-def _poll(rt: Runtime, feed: FeedConfig, force: bool) -> PollOutcome:
+def _poll(rt: Runtime, feed: FeedConfig, force: bool, schedule: dict[str, datetime]) -> PollOutcome:
     state = rt.feed_states.get(feed.name)
     now = rt.clock()
     if state.disabled:
@@ -90,9 +93,10 @@ def _poll(rt: Runtime, feed: FeedConfig, force: bool) -> PollOutcome:
     try:
         result, body_hash, parsed = _fetch_and_parse(rt, feed, url, state)
     except (FetchError, FeedParseError) as e:
-        return _record_failure(rt, feed, now, e)
+        return _record_failure(rt, feed, now, e, state.error_count + 1, schedule)
     interval = rt.settings.feed_interval(feed)
     update: dict[str, Any] = {"last_poll": now, "last_success": now, "error": None, "error_count": 0}
+    update |= schedule
     if result.permanent_redirect and result.permanent_redirect != url:
         update |= {"url": result.permanent_redirect, "moved_from": feed.url}
         log.warning(
@@ -146,14 +150,30 @@ def _fetch_and_parse(
     return result, body_hash, parse_feed(feed.name, result.body, result.url, result.content_type, rt.clock())
 
 
-def _record_failure(rt: Runtime, feed: FeedConfig, now: datetime, error: NewswatchError) -> PollOutcome:
+def _record_failure(
+    rt: Runtime,
+    feed: FeedConfig,
+    now: datetime,
+    error: NewswatchError,
+    count: int,
+    schedule: dict[str, datetime],
+) -> PollOutcome:
+    """`count`: failures in a row, this one included (only the scheduler writes a feed's state)."""
     gone = isinstance(error, FeedGoneError)
     metrics.FETCH_ERRORS.labels(feed.name, metrics.error_kind(str(error))).inc()
     report_feed_error(feed.name, error)
-    count = rt.feed_states.record_error(feed.name, str(error), now, disable=gone)
     retry_after = error.retry_after if isinstance(error, RetryLaterError) else None
     wait = wait_after_error(rt.settings.feed_interval(feed), count, random.random(), retry_after)
-    rt.feed_states.update(feed.name, not_before=now + wait, **({"gone_url": feed.url} if gone else {}))
+    extra: dict[str, Any] = {"disabled": True, "gone_url": feed.url} if gone else {}
+    rt.feed_states.update(
+        feed.name,
+        error=str(error),
+        error_count=count,
+        last_poll=now,
+        not_before=now + wait,
+        **extra,
+        **schedule,
+    )
     log.warning(
         "feed=%s poll failed (%d in a row, next try in %s): %s", feed.name, count, _short(wait), error
     )
@@ -237,8 +257,7 @@ def deliver(rt: Runtime, delivery: Delivery) -> str:
     except BaseException:
         rt.outbox.release(delivery, token)
         raise
-    rt.outbox.mark_sent(delivery)
-    metrics.count_delivery(rt.redis, delivery.alert, delivery.channel, "delivered")
+    rt.outbox.mark_sent(delivery)  # counts it as delivered too
     log.info("%s delivered (%s, %.0f ms)", context, outcome.detail, outcome.seconds * 1000)
     return "delivered"
 

@@ -72,8 +72,7 @@ class Runtime:
 
     def warm(self) -> Runtime:
         """Build what jobs use (HTTP client and TLS context, stores) before the first job, once."""
-        for part in (self.http, self.outbox, self.seen_store, self.feed_states, self.items_queue):
-            assert part is not None
+        _ = (self.http, self.outbox, self.seen_store, self.feed_states, self.items_queue)
         return self
 
 

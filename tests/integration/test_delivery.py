@@ -188,6 +188,7 @@ def test_a_delivery_job_run_twice_sends_once(
     delivery = _the_delivery(rt)
     assert delivery.delivery_id == http_server.received("/hook")[0].headers["webhook-id"]
     assert deliver(rt, delivery) == "already delivered"
+    assert rt.redis.hget(keys.METRICS_DELIVERIES, "deepseek\x1fhook\x1fdelivered") == b"1"
     with rt.redis.pipeline() as pipe:  # a replayed or re-run job for the same delivery
         rt.outbox.enqueue(pipe, [delivery])
         pipe.execute()

@@ -5,6 +5,7 @@ arrives exactly once across repeated polls and feed changes, with a valid signat
 from __future__ import annotations
 
 import collections
+import json
 import os
 import subprocess
 import sys
@@ -136,6 +137,8 @@ channels:
             capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=True,
         )  # fmt: skip
         assert '"error": null' in status.stdout and '"error_count": 0' in status.stdout
+        feeds = json.loads(status.stdout)["feeds"]
+        assert all(f["next_poll"] and f["next_poll"] >= f["last_poll"] for f in feeds), feeds
     finally:
         stop_processes(*processes)
     logs = "".join((tmp_path / f"{n}.log").read_text() for n in ("scheduler", "w1", "w2"))

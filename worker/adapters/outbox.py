@@ -102,8 +102,8 @@ class Outbox:
             if self.retries
             else None
         )
-        datas = [
-            Queue.prepare_data(
+        for delivery in deliveries:
+            job = self.deliveries_queue.create_job(
                 DELIVERY_JOB,
                 args=(delivery.to_dict(),),
                 job_id=delivery.delivery_id,
@@ -114,18 +114,10 @@ class Outbox:
                 failure_ttl=FAILURE_TTL,
                 description=f"alert {delivery.alert} -> {delivery.channel}",
             )
-            for delivery in deliveries
-        ]
-        if hold_until is None:
-            self.deliveries_queue.enqueue_many(datas, pipeline=pipe)
-            return
-        for data in datas:
-            job = self.deliveries_queue.create_job(
-                data.func, args=data.args, job_id=data.job_id, retry=data.retry, timeout=data.timeout,
-                on_failure=data.on_failure, result_ttl=data.result_ttl, failure_ttl=data.failure_ttl,
-                description=data.description,
-            )  # fmt: skip
-            self.deliveries_queue.schedule_job(job, hold_until, pipeline=pipe)
+            if hold_until is None:
+                self.deliveries_queue.enqueue_job(job, pipeline=pipe)
+            else:
+                self.deliveries_queue.schedule_job(job, hold_until, pipeline=pipe)
 
     # --- after the worker's own first try ---------------------------------------------------------
 
@@ -222,9 +214,12 @@ class Outbox:
         script(keys=[keys.delivery_state(delivery.delivery_id)], args=[f"sending:{token}"])
 
     def mark_sent(self, delivery: Delivery) -> None:
-        self.connection.set(
-            keys.delivery_state(delivery.delivery_id), b"sent", ex=_seconds(self.remember_for)
-        )
+        """Remember the delivery as sent, and count it for the metrics, in one round trip."""
+        counter = f"{delivery.alert}\x1f{delivery.channel}\x1fdelivered"
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.set(keys.delivery_state(delivery.delivery_id), b"sent", ex=_seconds(self.remember_for))
+            pipe.hincrby(keys.METRICS_DELIVERIES, counter, 1)
+            pipe.execute()
 
 
 def _seconds(delta: timedelta) -> int:

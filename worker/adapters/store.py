@@ -184,12 +184,3 @@ class FeedStateStore:
             if to_delete:
                 pipe.hdel(keys.feed_state(feed), *to_delete)
             pipe.execute()
-
-    def record_error(self, feed: str, message: str, now: datetime, disable: bool = False) -> int:
-        with self.redis.pipeline() as pipe:
-            pipe.hset(keys.feed_state(feed), mapping={"error": message, "last_poll": utc_iso(now)})
-            pipe.hincrby(keys.feed_state(feed), "error_count", 1)
-            if disable:
-                pipe.hset(keys.feed_state(feed), "disabled", "1")
-            _, count, *_ = pipe.execute()
-        return int(count)

@@ -34,47 +34,46 @@ class AlertRule:
 
 
 @dataclass(frozen=True)
+class Anchors:
+    """Which rules (by position) a found term can make true, and which are true with no term."""
+
+    by_term: dict[TermKey, tuple[int, ...]]
+    always: tuple[int, ...]  # e.g. "NOT Bitcoin": true without any term present
+
+    @classmethod
+    def of(cls, queries: Iterable[Node]) -> Anchors:
+        by_term: dict[TermKey, list[int]] = defaultdict(list)
+        always = []
+        for position, query in enumerate(queries):
+            if evaluate(query, ItemText(set())):
+                always.append(position)
+            for key in {t.key for t in positive_terms(query)}:
+                by_term[key].append(position)
+        return cls({k: tuple(v) for k, v in by_term.items()}, tuple(always))
+
+    def candidates(self, text: ItemText) -> list[int]:
+        """Positions of the rules that may be true for this text, in config order."""
+        chosen = set(self.always)
+        for key in text.found:
+            chosen.update(self.by_term.get(key, ()))
+        return sorted(chosen)
+
+
+@dataclass(frozen=True)
 class RuleSet:
     topics: tuple[TopicRule, ...]
     alerts: tuple[AlertRule, ...]
     feed_tags: dict[str, tuple[str, ...]]
     index: TermIndex = field(init=False, compare=False)
-    # found term -> the rules (positions) it can make true; rules true with no term at all
-    _topics_by_term: dict[TermKey, list[int]] = field(init=False, compare=False)
-    _alerts_by_term: dict[TermKey, list[int]] = field(init=False, compare=False)
-    _topics_always: tuple[int, ...] = field(init=False, compare=False)
-    _alerts_always: tuple[int, ...] = field(init=False, compare=False)
+    topic_anchors: Anchors = field(init=False, compare=False)
+    alert_anchors: Anchors = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         queries = [r.query for r in self.topics] + [r.query for r in self.alerts]
-        index = TermIndex.of(t.key for q in queries for t in all_terms(q))
-        object.__setattr__(self, "index", index)
-        for kind, rules in (("topics", self.topics), ("alerts", self.alerts)):
-            by_term, always = _anchor(rule.query for rule in rules)
-            object.__setattr__(self, f"_{kind}_by_term", by_term)
-            object.__setattr__(self, f"_{kind}_always", always)
-
-    def candidates(self, text: ItemText, kind: str) -> list[int]:
-        """Positions of the rules of `kind` that may be true for this text, in config order."""
-        by_term: dict[TermKey, list[int]] = getattr(self, f"_{kind}_by_term")
-        chosen = set(getattr(self, f"_{kind}_always"))
-        for key in text.found:
-            chosen.update(by_term.get(key, ()))
-        return sorted(chosen)
-
-
-_NOTHING = ItemText(set())
-
-
-def _anchor(queries: Iterable[Node]) -> tuple[dict[TermKey, list[int]], tuple[int, ...]]:
-    by_term: dict[TermKey, list[int]] = defaultdict(list)
-    always = []
-    for position, query in enumerate(queries):
-        if evaluate(query, _NOTHING):
-            always.append(position)  # e.g. "NOT Bitcoin": true without any term present
-        for key in {t.key for t in positive_terms(query)}:
-            by_term[key].append(position)
-    return dict(by_term), tuple(always)
+        # Frozen: what is derived from the rules is computed once, here.
+        object.__setattr__(self, "index", TermIndex.of(t.key for q in queries for t in all_terms(q)))
+        object.__setattr__(self, "topic_anchors", Anchors.of(r.query for r in self.topics))
+        object.__setattr__(self, "alert_anchors", Anchors.of(r.query for r in self.alerts))
 
 
 @dataclass(frozen=True)
@@ -93,13 +92,13 @@ def classify(item: Item, rules: RuleSet) -> Classified:
     text = item_text(item, rules)
     matched_topics = [
         rules.topics[i].name
-        for i in rules.candidates(text, "topics")
-        if evaluate(rules.topics[i].query, text)
+        for i in rules.topic_anchors.candidates(text)
+        if _true(rules.topics[i].query, text)
     ]
     topics = merge_topics(matched_topics, rules.feed_tags.get(item.feed, ()), item.categories)
     folded_topics = {fold_name(t) for t in topics}
     matches = []
-    for position in rules.candidates(text, "alerts"):
+    for position in rules.alert_anchors.candidates(text):
         alert = rules.alerts[position]
         if alert.feeds is not None and item.feed not in alert.feeds:
             continue
