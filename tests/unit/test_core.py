@@ -118,6 +118,8 @@ def test_text_helpers() -> None:
     assert fold("Großbank ÄRGER Über Öl") == "grossbank aerger ueber oel"
     assert fold("Mu\u0308nchen") == "muenchen"  # decomposed umlaut
     assert normalize("KI-Modell,  DeepSeek's\nR2") == "ki modell, deepseek's r2"
+    assert normalize("Modellstart – Tesla") == "modellstart tesla"
+    assert normalize(" KI ") == "ki"
     assert html_to_text("<p>Eins</p><p>Zwei &amp; drei</p><script>alert(1)</script>") == "Eins Zwei & drei"
     assert html_to_text("A&nbsp;B &lt;b&gt;") == "A B <b>"  # entities decoded, nbsp is whitespace
     assert one_line("a\r\nb\u2028c\x00d\te") == "a b c d e"

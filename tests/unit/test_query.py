@@ -109,6 +109,25 @@ def test_phrase_does_not_span_two_categories() -> None:
     assert not matches('"Finanzen KI"', categories=("Finanzen", "KI"))
 
 
+@pytest.mark.parametrize(
+    ("query", "title", "summary", "expected"),
+    [
+        # A spaced dash reads as one space, however the item spells its whitespace.
+        ('"Modellstart Tesla"', "Modellstart – Tesla reagiert", "", True),
+        ('"Modellstart Tesla"', "Modellstart  –\nTesla reagiert", "", True),
+        # Fields stay apart whether the item's text takes the fast path or the collapsing one.
+        ("title:Tesla", "Modellstart\t– Tesla", "Alibaba", True),
+        ("title:Alibaba", "Modellstart\t– Tesla", "Alibaba", False),
+        ("summary:Alibaba", "Modellstart – Tesla", "Alibaba\n\nNvidia", True),
+        ("summary:Tesla", "Modellstart – Tesla", "Alibaba", False),
+    ],
+)
+def test_dashes_and_whitespace_keep_words_and_fields_apart(
+    query: str, title: str, summary: str, expected: bool
+) -> None:
+    assert matches(query, title, summary, ("Finanzen",)) is expected
+
+
 def test_matched_lists_positive_terms_as_written() -> None:
     query = parse_query("(Huawei OR SMIC) AND (Chip* OR Ascend) NOT Smartphone")
     assert matched_terms(query, text(query, DEEPSEEK_TITLE, "Ascend-Prozessoren")) == [

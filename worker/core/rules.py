@@ -51,11 +51,14 @@ class Anchors:
                 by_term[key].append(position)
         return cls({k: tuple(v) for k, v in by_term.items()}, tuple(always))
 
-    def candidates(self, text: ItemText) -> list[int]:
-        """Positions of the rules that may be true for this text, in config order."""
+    def candidates(self, found: set[TermKey]) -> list[int]:
+        """Positions of the rules that may be true for these found terms, in config order."""
         chosen = set(self.always)
-        for key in text.found:
-            chosen.update(self.by_term.get(key, ()))
+        get = self.by_term.get
+        for key in found:
+            positions = get(key)
+            if positions:
+                chosen.update(positions)
         return sorted(chosen)
 
 
@@ -67,6 +70,11 @@ class RuleSet:
     index: TermIndex = field(init=False, compare=False)
     topic_anchors: Anchors = field(init=False, compare=False)
     alert_anchors: Anchors = field(init=False, compare=False)
+    # Per alert: the match itself when the rule is one plain term (true whenever it is a
+    # candidate, since only its own term makes it one), else None (evaluate the query).
+    sure_matches: tuple[AlertMatch | None, ...] = field(init=False, compare=False)
+    sure_topics: tuple[bool, ...] = field(init=False, compare=False)
+    filters_topics: bool = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         queries = [r.query for r in self.topics] + [r.query for r in self.alerts]
@@ -74,6 +82,13 @@ class RuleSet:
         object.__setattr__(self, "index", TermIndex.of(t.key for q in queries for t in all_terms(q)))
         object.__setattr__(self, "topic_anchors", Anchors.of(r.query for r in self.topics))
         object.__setattr__(self, "alert_anchors", Anchors.of(r.query for r in self.alerts))
+        sure = tuple(
+            AlertMatch(a.name, (a.query.source,), a.channels) if isinstance(a.query, Term) else None
+            for a in self.alerts
+        )
+        object.__setattr__(self, "sure_matches", sure)
+        object.__setattr__(self, "sure_topics", tuple(isinstance(t.query, Term) for t in self.topics))
+        object.__setattr__(self, "filters_topics", any(a.topics is not None for a in self.alerts))
 
 
 @dataclass(frozen=True)
@@ -88,32 +103,37 @@ def item_text(item: Item, rules: RuleSet) -> ItemText:
 
 
 def classify(item: Item, rules: RuleSet) -> Classified:
-    """Topics from feed tags, categories and topic terms; then every alert rule that fires."""
+    """Topics from feed tags, categories and topic terms; then every alert rule that fires.
+
+    The hot path of the match stage: one automaton pass (item_text), then only the rules a
+    found term can make true; a rule that is one plain term needs no evaluation at all."""
     text = item_text(item, rules)
+    found = text.found
     matched_topics = [
         rules.topics[i].name
-        for i in rules.topic_anchors.candidates(text)
-        if _true(rules.topics[i].query, text)
+        for i in rules.topic_anchors.candidates(found)
+        if rules.sure_topics[i] or evaluate(rules.topics[i].query, text)
     ]
-    topics = merge_topics(matched_topics, rules.feed_tags.get(item.feed, ()), item.categories)
-    folded_topics = {fold_name(t) for t in topics}
+    tags = rules.feed_tags.get(item.feed, ())
+    if matched_topics or tags:
+        topics = merge_topics(matched_topics, tags, item.categories)
+    else:  # categories are split and unique already (split_categories): only the order is new
+        topics = tuple(sorted(item.categories, key=fold_name))
+    folded_topics = {fold_name(t) for t in topics} if rules.filters_topics else set()
     matches = []
-    for position in rules.alert_anchors.candidates(text):
+    for position in rules.alert_anchors.candidates(found):
         alert = rules.alerts[position]
         if alert.feeds is not None and item.feed not in alert.feeds:
             continue
         if alert.topics is not None and not (alert.topics & folded_topics):
             continue
-        if _true(alert.query, text):
-            query = alert.query
-            terms = (query.source,) if isinstance(query, Term) else tuple(matched_terms(query, text))
+        sure = rules.sure_matches[position]
+        if sure is not None:
+            matches.append(sure)
+        elif evaluate(alert.query, text):
+            terms = tuple(matched_terms(alert.query, text))
             matches.append(AlertMatch(alert.name, terms, alert.channels))
     return Classified(item, topics, tuple(matches))
-
-
-def _true(query: Node, text: ItemText) -> bool:
-    # Most rules are one term: a set lookup instead of a walk of the query tree.
-    return query.key in text.found if isinstance(query, Term) else evaluate(query, text)
 
 
 def too_old_to_alert(item: Item, now: datetime, max_age: timedelta | None) -> bool:
