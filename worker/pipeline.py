@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
-
 from worker import channels, metrics
 from worker.adapters.feed_parse import ParsedFeed, parse_feed
-from worker.adapters.http_fetch import FetchLimits, FetchResult, RetryLaterError, fetch
+from worker.adapters.http_fetch import FetchLimits, FetchResult, RetryLaterError, fetch, request_url
 from worker.adapters.queues import enqueue_item_batches
 from worker.adapters.store import Candidate, FeedState
 from worker.config import FeedConfig
@@ -62,7 +60,7 @@ class PollOutcome:
 GUID_CHURN_WARNING = "GUIDs change on every poll; items are matched by their links"
 # At most this many fetches run against one host at a time (scheduler threads wait their turn).
 PER_HOST_CONCURRENCY = 2
-_host_slots: dict[str, threading.BoundedSemaphore] = defaultdict(
+_host_slots: dict[bytes, threading.BoundedSemaphore] = defaultdict(
     lambda: threading.BoundedSemaphore(PER_HOST_CONCURRENCY)
 )
 
@@ -138,7 +136,7 @@ def _fetch_and_parse(
     None when nothing changed (304, or the same body as last time)."""
     polling = rt.settings.polling
     limits = FetchLimits(polling.timeout.total_seconds(), polling.max_bytes, polling.max_redirects)
-    with _host_slots[httpx.URL(url).host], metrics.FETCH_SECONDS.labels(feed.name).time():
+    with _host_slots[request_url(url).host], metrics.FETCH_SECONDS.labels(feed.name).time():
         result = fetch(rt.http, url, limits, state.etag, state.last_modified)
     metrics.BYTES.labels(feed.name).inc(len(result.body))
     if result.not_modified:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 
-import httpx
+import httpcore
 import redis
 from rq import Queue
 
@@ -65,10 +65,8 @@ class Runtime:
         )
 
     @cached_property
-    def http(self) -> httpx.Client:
-        return http_fetch.client(
-            self.settings.polling.max_redirects, self.settings.polling.allow_private_addresses
-        )
+    def http(self) -> httpcore.ConnectionPool:
+        return http_fetch.client(self.settings.polling.allow_private_addresses)
 
     def warm(self) -> Runtime:
         """Build what jobs use (HTTP client and TLS context, stores) before the first job, once."""

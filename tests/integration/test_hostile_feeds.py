@@ -296,3 +296,24 @@ feeds:
     # 200 MB would be needed to inflate a bomb; python + the libraries take ~60-80 MB on their own.
     assert peak_kib < 160_000, f"peak RSS {peak_kib} KiB"
     print(f"newswatch poll peak RSS through bombs: {peak_kib / 1024:.0f} MiB")
+
+
+def test_permanent_redirects_move_the_feed_temporary_ones_do_not(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    s = http_server
+    s.routes["/hook"] = Response(b"ok")
+    s.routes["/old"] = Response(status=301, headers={"Location": "/older"})  # relative Location
+    s.routes["/older"] = Response(status=308, headers={"Location": s.url("/new")})
+    s.routes["/new"] = Response(rss([{"title": "moved for good"}]))
+    s.routes["/away"] = Response(status=301, headers={"Location": "/holiday"})
+    s.routes["/holiday"] = Response(status=302, headers={"Location": "/new"})
+    rt = runtime_for(tmp_path, redis_url, {"moved": s.url("/old"), "away": s.url("/away")}, s.url("/hook"))
+    for feed in rt.settings.feeds:
+        assert poll_feed(rt, feed).status == "new"
+    assert rt.feed_states.get("moved").url == s.url("/new")
+    assert rt.feed_states.get("away").url is None  # a 302 on the way: the old address stays
+    poll_feed(rt, rt.settings.feed("moved"), force=True)
+    poll_feed(rt, rt.settings.feed("away"), force=True)
+    assert len(s.received("/old")) == 1  # the moved feed is polled at its new home only
+    assert len(s.received("/away")) == 2

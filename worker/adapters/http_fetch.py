@@ -9,6 +9,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 
 import httpcore
 import httpx
@@ -18,12 +19,11 @@ from worker.adapters.net import BlockedAddressError, GuardedBackend, deadline
 from worker.core.errors import FeedGoneError, FetchError
 from worker.core.units import format_duration, format_size
 
-USER_AGENT = f"newswatch/{__version__} (+https://github.com/newswatch/newswatch)"
+USER_AGENT = f"newswatch/{__version__} (+https://github.com/newswatch/newswatch)".encode()
 ACCEPT = (
-    "application/rss+xml, application/atom+xml, application/rdf+xml, "
-    "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
+    b"application/rss+xml, application/atom+xml, application/rdf+xml, "
+    b"application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
 )
-RAW_CHUNK = 16_384
 
 
 @dataclass(frozen=True)
@@ -57,74 +57,112 @@ class RetryLaterError(FetchError):
         self.retry_after = retry_after
 
 
-def client(max_redirects: int, allow_private: bool) -> httpx.Client:
-    """One client per process: connections are pooled across polls of the same host. Its pool
-    runs on GuardedBackend (deadlines, URL guard); httpx offers no public hook for that."""
-    transport = httpx.HTTPTransport(trust_env=False)
-    transport._pool = httpcore.ConnectionPool(
+# Everything httpcore raises for a request that did not get an answer.
+TRANSPORT_ERRORS = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    httpcore.ProxyError,
+)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def client(allow_private: bool) -> httpcore.ConnectionPool:
+    """One connection pool per process: connections are reused across polls of the same host and
+    across webhook posts. httpcore, not httpx.Client: a poll of an unchanged feed is one small
+    request, and httpx's request and response models, cookie jar and URL merging cost a third
+    of its CPU (docs/performance.md). The pool runs on GuardedBackend (deadlines, URL guard)."""
+    return httpcore.ConnectionPool(
         ssl_context=httpx.create_ssl_context(trust_env=False),
         max_connections=100,
         max_keepalive_connections=20,
         keepalive_expiry=30.0,
         network_backend=GuardedBackend(allow_private),
     )
-    return httpx.Client(transport=transport, max_redirects=max_redirects, trust_env=False)
+
+
+@lru_cache(maxsize=4096)
+def request_url(url: str) -> httpcore.URL:
+    """httpx parses and normalises the URL (IDNA hosts, percent-encoding), once per URL: feeds
+    and webhooks are requested again and again at the same address."""
+    parsed = httpx.URL(url)
+    return httpcore.URL(
+        scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
+    )
+
+
+def response_headers(response: httpcore.Response) -> dict[str, str]:
+    """Header names lower-cased; of a repeated header, the last one."""
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in response.headers}
+
+
+def timeouts(seconds: float) -> dict[str, dict[str, float]]:
+    """The extensions httpcore takes for a timeout on every connect, read, write and pool wait."""
+    return {"timeout": {"connect": seconds, "read": seconds, "write": seconds, "pool": seconds}}
 
 
 def fetch(
-    http: httpx.Client,
+    http: httpcore.ConnectionPool,
     url: str,
     limits: FetchLimits,
     etag: str | None = None,
     last_modified: str | None = None,
 ) -> FetchResult:
-    headers = {"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"}
+    headers = [(b"User-Agent", USER_AGENT), (b"Accept", ACCEPT), (b"Accept-Encoding", b"gzip, deflate")]
     if etag:
-        headers["If-None-Match"] = etag
+        headers.append((b"If-None-Match", etag.encode("latin-1", "replace")))
     if last_modified:
-        headers["If-Modified-Since"] = last_modified
-    timed_out = f"timed out after {format_duration(timedelta(seconds=limits.timeout))}"
+        headers.append((b"If-Modified-Since", last_modified.encode("latin-1", "replace")))
+    extensions = timeouts(limits.timeout)
+    hops: list[int] = []  # the redirects followed, by status
+    current = url
     try:
-        with (
-            deadline(limits.timeout),
-            http.stream(
-                "GET", url, headers=headers, timeout=httpx.Timeout(limits.timeout), follow_redirects=True
-            ) as response,
-        ):
-            _check_status(response)
-            # Reading the (empty) 304 body ends the message, so the connection goes back to the
-            # pool; leaving it unread would close it and cost a new connection on every poll.
-            body = _read_capped(response, limits.max_bytes)
-    except httpx.TooManyRedirects as e:
-        raise FetchError("too many redirects") from e
-    except httpx.TimeoutException as e:
-        raise FetchError(timed_out) from e
-    except httpx.ConnectError as e:
-        raise FetchError(_connect_message(e, url)) from e
-    except httpx.RemoteProtocolError as e:
+        with deadline(limits.timeout):
+            while True:
+                target = request_url(current)
+                with http.stream("GET", target, headers=headers, extensions=extensions) as response:
+                    fields = response_headers(response)
+                    location = fields.get("location")
+                    if response.status in _REDIRECTS and location:
+                        if len(hops) >= limits.max_redirects:
+                            raise FetchError("too many redirects")
+                        hops.append(response.status)
+                        current = str(httpx.URL(current).join(location))
+                        continue
+                    _check_status(response.status, fields)
+                    # Reading the (empty) 304 body ends the message, so the connection goes back
+                    # to the pool; leaving it unread would close it and cost a new connection.
+                    body = _read_capped(response, fields, limits.max_bytes)
+                    break
+    except httpcore.TimeoutException as e:
+        raise FetchError(f"timed out after {format_duration(timedelta(seconds=limits.timeout))}") from e
+    except httpcore.ConnectError as e:
+        raise FetchError(_connect_message(e, current)) from e
+    except httpcore.RemoteProtocolError as e:
         raise FetchError("server broke the HTTP protocol or closed the connection early") from e
-    except httpx.TransportError as e:
-        raise FetchError(f"connection failed: {e.__class__.__name__}") from e
-    except httpx.InvalidURL as e:
+    except (httpx.InvalidURL, httpcore.UnsupportedProtocol) as e:
         raise FetchError("invalid URL") from e
+    except TRANSPORT_ERRORS as e:
+        raise FetchError(f"connection failed: {e.__class__.__name__}") from e
     return FetchResult(
-        status=response.status_code,
-        url=str(response.url),
+        status=response.status,
+        url=current,
         body=body,
-        content_type=response.headers.get("content-type", ""),
-        etag=response.headers.get("etag"),
-        last_modified=response.headers.get("last-modified"),
-        permanent_redirect=_permanent_redirect(response),
-        fresh_for=_fresh_for(response.headers),
+        content_type=fields.get("content-type", ""),
+        etag=fields.get("etag"),
+        last_modified=fields.get("last-modified"),
+        # Where a chain of 301/308 ended is the feed's new home; one 302 on the way makes it not.
+        permanent_redirect=current if hops and all(h in (301, 308) for h in hops) else None,
+        fresh_for=_fresh_for(fields),
     )
 
 
-def _check_status(response: httpx.Response) -> None:
-    status = response.status_code
+def _check_status(status: int, headers: dict[str, str]) -> None:
     if status == 410:
         raise FeedGoneError("HTTP 410 Gone: feed disabled")
     if status in (429, 503):
-        retry_after = http_retry_after(response.headers.get("retry-after"))
+        retry_after = http_retry_after(headers.get("retry-after"))
         raise RetryLaterError(f"HTTP {status}", retry_after)
     if status >= 400:
         raise FetchError(f"HTTP {status}")
@@ -143,15 +181,15 @@ def _decoder(encoding: str) -> zlib._Decompress | None:
     raise FetchError(f"unsupported content encoding: {encoding[:40]}")
 
 
-def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+def _read_capped(response: httpcore.Response, headers: dict[str, str], max_bytes: int) -> bytes:
     """Read the body, decompressing ourselves with a bounded output per step, so a gzip bomb
     costs at most max_bytes of memory and is cut off there. Content-Length is not trusted."""
     too_large = FetchError(f"response larger than {format_size(max_bytes)}")
-    decoder = _decoder(response.headers.get("content-encoding", ""))
+    decoder = _decoder(headers.get("content-encoding", ""))
     chunks: list[bytes] = []
     size = 0
     try:
-        for raw in response.iter_raw(RAW_CHUNK):
+        for raw in response.iter_stream():
             data = raw
             while data:
                 if decoder is None:
@@ -184,7 +222,7 @@ def http_retry_after(value: str | None) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
-def _fresh_for(headers: httpx.Headers) -> float | None:
+def _fresh_for(headers: dict[str, str]) -> float | None:
     for directive in headers.get("cache-control", "").split(","):
         name, _, value = directive.strip().partition("=")
         if name.lower() in ("no-cache", "no-store"):
@@ -202,9 +240,9 @@ def _fresh_for(headers: httpx.Headers) -> float | None:
     return None
 
 
-def _connect_message(error: httpx.ConnectError, url: str) -> str:
-    if isinstance(error.__cause__, BlockedAddressError):
-        return str(error.__cause__)
+def _connect_message(error: httpcore.ConnectError, url: str) -> str:
+    if isinstance(error, BlockedAddressError):
+        return str(error)
     text = str(error).lower()
     host = httpx.URL(url).host
     if "name or service not known" in text or "nodename nor servname" in text or "name resolution" in text:
@@ -214,10 +252,3 @@ def _connect_message(error: httpx.ConnectError, url: str) -> str:
     if "refused" in text:
         return f"connection refused by {host}"
     return f"cannot connect to {host}"
-
-
-def _permanent_redirect(response: httpx.Response) -> str | None:
-    history = response.history
-    if history and all(r.status_code in (301, 308) for r in history):
-        return str(response.url)
-    return None

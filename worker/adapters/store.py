@@ -166,21 +166,17 @@ class FeedStateStore:
         return FeedState.from_hash(self.redis.hgetall(keys.feed_state(feed)))  # type: ignore[arg-type]
 
     def update(self, feed: str, **values: Any) -> None:
-        """Set fields; None deletes a field. Datetimes are stored as ISO UTC."""
+        """Set fields; None clears a field (stored empty: one HSET, not HSET and HDEL in a
+        pipeline, on every poll). Datetimes are stored as ISO UTC."""
         to_set: dict[str, str] = {}
-        to_delete: list[str] = []
         for name, value in values.items():
             if value is None:
-                to_delete.append(name)
+                to_set[name] = ""
             elif isinstance(value, datetime):
                 to_set[name] = utc_iso(value)
             elif isinstance(value, bool):
                 to_set[name] = "1" if value else "0"
             else:
                 to_set[name] = str(value)
-        with self.redis.pipeline(transaction=False) as pipe:
-            if to_set:
-                pipe.hset(keys.feed_state(feed), mapping=to_set)  # type: ignore[arg-type]
-            if to_delete:
-                pipe.hdel(keys.feed_state(feed), *to_delete)
-            pipe.execute()
+        if to_set:
+            self.redis.hset(keys.feed_state(feed), mapping=to_set)  # type: ignore[arg-type]

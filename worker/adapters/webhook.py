@@ -5,9 +5,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import httpcore
 import httpx
 
-from worker.adapters.http_fetch import USER_AGENT, http_retry_after
+from worker.adapters.http_fetch import (
+    TRANSPORT_ERRORS,
+    USER_AGENT,
+    http_retry_after,
+    request_url,
+    response_headers,
+    timeouts,
+)
+from worker.adapters.net import deadline
 from worker.core.errors import DeliveryError, PermanentDeliveryError
 from worker.core.models import Delivery
 from worker.core.render import webhook_body, webhook_signature
@@ -21,7 +30,7 @@ class SendOutcome:
 
 
 def send_webhook(
-    client: httpx.Client,
+    http: httpcore.ConnectionPool,
     url: str,
     secret: str | None,
     delivery: Delivery,
@@ -33,7 +42,7 @@ def send_webhook(
     headers = {
         **(extra_headers or {}),
         "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
+        "User-Agent": USER_AGENT.decode(),
         "webhook-id": delivery.delivery_id,
         "webhook-timestamp": str(timestamp),
     }
@@ -41,14 +50,23 @@ def send_webhook(
         headers["webhook-signature"] = webhook_signature(secret, delivery.delivery_id, timestamp, body)
     started = time.monotonic()
     try:
-        response = client.post(url, content=body, headers=headers, timeout=timeout, follow_redirects=False)
-    except httpx.TimeoutException as e:
+        # The whole post, answer included, ends within the timeout: a receiver that drips its
+        # answer cannot hold the worker.
+        with deadline(timeout):
+            response = http.request(
+                "POST",
+                request_url(url),
+                headers=list(headers.items()),
+                content=body,
+                extensions=timeouts(timeout),
+            )
+    except httpcore.TimeoutException as e:
         raise DeliveryError(f"webhook {delivery.channel}: timed out after {timeout:g}s") from e
-    except httpx.TransportError as e:
+    except (*TRANSPORT_ERRORS, httpx.InvalidURL) as e:
         # The exception text can carry the URL (tokens live in webhook URLs), so name only its kind.
         raise DeliveryError(f"webhook {delivery.channel}: {_transport_reason(e)}") from e
     elapsed = time.monotonic() - started
-    status = response.status_code
+    status = response.status
     if status == 410:
         raise PermanentDeliveryError(f"webhook {delivery.channel}: HTTP 410 Gone, receiver refuses alerts")
     if 300 <= status < 400:
@@ -56,14 +74,15 @@ def send_webhook(
             f"webhook {delivery.channel}: HTTP {status} redirect not followed; fix the channel URL"
         )
     if not 200 <= status < 300:
-        retry_after = http_retry_after(response.headers.get("retry-after")) if status in (429, 503) else None
+        answer = response_headers(response)
+        retry_after = http_retry_after(answer.get("retry-after")) if status in (429, 503) else None
         raise DeliveryError(f"webhook {delivery.channel}: HTTP {status}", retry_after=retry_after)
     return SendOutcome(status, elapsed, f"HTTP {status}")
 
 
-def _transport_reason(error: httpx.TransportError) -> str:
-    if isinstance(error, httpx.ConnectError):
+def _transport_reason(error: Exception) -> str:
+    if isinstance(error, httpcore.ConnectError):
         return "connection refused" if "refused" in str(error).lower() else "cannot connect"
-    if isinstance(error, httpx.RemoteProtocolError):
+    if isinstance(error, httpcore.RemoteProtocolError):
         return "connection closed by receiver"
     return error.__class__.__name__
