@@ -25,7 +25,6 @@ from worker.adapters.queues import enqueue_item_batches
 from worker.adapters.store import Candidate, FeedState
 from worker.config import FeedConfig
 from worker.core.errors import (
-    ClaimHeldError,
     DeliveryError,
     FeedGoneError,
     FeedParseError,
@@ -211,18 +210,29 @@ def deliver_inline(rt: Runtime, deliveries: Sequence[Delivery]) -> None:
     RQ a few milliseconds and dozens of Redis round trips; a webhook to a healthy receiver
     costs about one. Each delivery's job already exists (held back by one retry interval), so
     whatever does not succeed here (failure, time budget spent, this worker killed) is taken
-    over by that job with the usual retries."""
+    over by that job with the usual retries. The batch is claimed in one round trip, for long
+    enough to get through it; what the time budget leaves unsent is released at once (should
+    this worker die mid-batch, the rest wait out that lease, under a minute, before their jobs
+    may send them)."""
+    if not deliveries:
+        return
     deadline = time.monotonic() + INLINE_BUDGET.total_seconds()
+    lease = INLINE_BUDGET + rt.settings.delivery.timeout + CLAIM_MARGIN
+    tokens = rt.outbox.claim_many(deliveries, lease)
     sent: list[str] = []
     retries = rt.settings.delivery.retries
-    for delivery in deliveries:
+    for position, (delivery, token) in enumerate(zip(deliveries, tokens, strict=True)):
+        if not token:
+            continue  # None: sent already; "": someone else is on it, and the held job will see
         if time.monotonic() > deadline:
-            break  # a slow receiver must not hold the batch; the held jobs carry on
+            # A slow receiver must not hold the batch; the held jobs carry on with the rest.
+            for later, later_token in zip(deliveries[position:], tokens[position:], strict=True):
+                if later_token:
+                    rt.outbox.release(later, later_token)
+            break
         try:
-            deliver(rt, delivery)
+            _send_claimed(rt, delivery, token)
             sent.append(delivery.delivery_id)
-        except ClaimHeldError:
-            continue  # someone else is on it; the held job will see
         except DeliveryError as e:
             if isinstance(e, PermanentDeliveryError) or not retries:
                 _fail_for_good(rt, delivery, e)
@@ -246,18 +256,30 @@ def deliver(rt: Runtime, delivery: Delivery) -> str:
     with the same id, after its claim lapses."""
     lease = rt.settings.delivery.timeout + CLAIM_MARGIN
     token = rt.outbox.claim(delivery, lease)
-    context = f"alert={delivery.alert} channel={delivery.channel} id={delivery.delivery_id}"
     if token is None:
-        log.info("%s already delivered", context)
+        log.info(
+            "alert=%s channel=%s id=%s already delivered",
+            delivery.alert,
+            delivery.channel,
+            delivery.delivery_id,
+        )
         return "already delivered"
+    _send_claimed(rt, delivery, token)
+    return "delivered"
+
+
+def _send_claimed(rt: Runtime, delivery: Delivery, token: str) -> None:
+    """Send a delivery this worker holds the claim of; mark it sent, or release the claim."""
     try:
         outcome = channels.send(rt, delivery)
     except BaseException:
         rt.outbox.release(delivery, token)
         raise
     rt.outbox.mark_sent(delivery)  # counts it as delivered too
-    log.info("%s delivered (%s, %.0f ms)", context, outcome.detail, outcome.seconds * 1000)
-    return "delivered"
+    log.info(
+        "alert=%s channel=%s id=%s delivered (%s, %.0f ms)",
+        delivery.alert, delivery.channel, delivery.delivery_id, outcome.detail, outcome.seconds * 1000,
+    )  # fmt: skip
 
 
 def _fail_for_good(rt: Runtime, delivery: Delivery, error: DeliveryError) -> None:

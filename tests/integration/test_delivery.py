@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -400,3 +401,38 @@ def test_a_claim_left_by_a_dead_worker_delays_but_does_not_use_up_retries(
     assert time.monotonic() - started >= 3.5
     assert FailedJobRegistry(queue=rt.deliveries_queue).count == 0
     assert rt.redis.get(keys.delivery_state(delivery_id)) == b"sent"
+
+
+def test_a_held_delivery_job_is_written_with_its_transaction_or_not_at_all(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """RQ's own schedule_job adds to the scheduled registry outside the pipeline it is given;
+    an aborted transaction must leave neither the job nor its registry entry behind."""
+    rt = setup(tmp_path, redis_url, http_server, ONE)
+    delivery = Delivery("d-aborted", "deepseek", "hook", {"type": "alert", "data": {}})
+    registry = ScheduledJobRegistry(queue=rt.deliveries_queue)
+    with rt.redis.pipeline() as pipe:
+        pipe.multi()
+        rt.outbox.enqueue(pipe, [delivery], hold_until=rt.clock())
+        pipe.reset()  # the transaction is abandoned (a WATCH conflict, an error before EXEC)
+    assert registry.get_job_ids() == []
+    assert not rt.redis.exists("rq:job:d-aborted")
+    with rt.redis.pipeline() as pipe:
+        pipe.multi()
+        rt.outbox.enqueue(pipe, [delivery], hold_until=rt.clock())
+        pipe.execute()
+    assert registry.get_job_ids() == ["d-aborted"]
+    assert rt.deliveries_queue.fetch_job("d-aborted").get_status() == "scheduled"
+
+
+def test_a_batch_claim_tells_free_sent_and_held_deliveries_apart(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    rt = setup(tmp_path, redis_url, http_server, ONE)
+    free, sent, held = (Delivery(f"d-{n}", "deepseek", "hook", {}) for n in ("free", "sent", "held"))
+    rt.redis.set(keys.delivery_state("d-sent"), b"sent")
+    rt.redis.set(keys.delivery_state("d-held"), b"sending:another-worker")
+    token, gone, busy = rt.outbox.claim_many([free, sent, held], timedelta(seconds=60))
+    assert token and rt.redis.get(keys.delivery_state("d-free")) == f"sending:{token}".encode()
+    assert gone is None and busy == ""
+    assert rt.redis.get(keys.delivery_state("d-held")) == b"sending:another-worker"  # left alone

@@ -254,3 +254,22 @@ def test_poll_timing_backoff_and_politeness() -> None:
     assert wait_after_error(five, 50, 0.5) == timedelta(hours=6)
     assert wait_after_error(five, 1, 0.0) == five * 0.9
     assert wait_after_error(five, 1, 0.5, retry_after=7200) == timedelta(hours=2)
+
+
+def test_item_links_are_made_absolute_against_the_feed_and_only_http_kept() -> None:
+    from worker.adapters.feed_parse import parse_feed
+
+    body = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+        b"<item><title>a</title><link>/news/a?utm_source=rss</link></item>"
+        b"<item><title>b</title><link>javascript:alert(1)</link></item>"
+        b"<item><title>c</title><link>https://other.example/c</link></item>"
+        b"</channel></rss>"
+    )
+    items = parse_feed("f", body, "https://news.example/feed/rss").items
+    assert [i.link for i in items] == [
+        "https://news.example/news/a?utm_source=rss",
+        None,
+        "https://other.example/c",
+    ]
+    assert items[0].canonical_link == "https://news.example/news/a"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import feedparser
 
@@ -55,11 +56,11 @@ def parse_feed(
     feed: str, body: bytes, url: str, content_type: str = "", now: datetime | None = None
 ) -> ParsedFeed:
     """Parse a feed body; raises FeedParseError when nothing in it is a feed."""
-    headers = {"content-location": url}
-    if content_type:
-        headers["content-type"] = content_type
     # We never output feed HTML as-is, so feedparser's sanitiser and relative-URI rewriting (both
     # re-parse every embedded HTML fragment) would be work for nothing: 2.3x the parse time.
+    # Nor is it told the feed's address: with one, it resolves a base URI on every element
+    # (a seventh of the parse); item links are resolved against the address here instead.
+    headers = {"content-type": content_type} if content_type else {}
     parsed = feedparser.parse(
         body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False
     )
@@ -68,7 +69,8 @@ def parse_feed(
     latest = (now or datetime.now(UTC)) + FUTURE_TOLERANCE
     ttl = str(parsed.feed.get("ttl") or "").strip()
     return ParsedFeed(
-        [_item(feed, entry, latest) for entry in parsed.entries], float(ttl) if ttl.isdigit() else None
+        [_item(feed, entry, url, latest) for entry in parsed.entries],
+        float(ttl) if ttl.isdigit() else None,
     )
 
 
@@ -104,9 +106,21 @@ def _content_text(entry: Any, summary: str) -> str:
     return " ".join(p for p in parts if p and p != summary)
 
 
-def _item(feed: str, entry: Any, latest: datetime) -> Item:
+def _link(raw: str, feed_url: str) -> str | None:
+    """The item's link made absolute against the feed's address (or the xml:base feedparser
+    applied); only http(s) links are kept, so no javascript: link reaches an alert."""
+    link = raw.strip()
+    if not link:
+        return None
+    if link.startswith(("http://", "https://")):
+        return link
+    link = urljoin(feed_url, link)
+    return link if urlsplit(link).scheme in ("http", "https") else None
+
+
+def _item(feed: str, entry: Any, feed_url: str, latest: datetime) -> Item:
     guid = (entry.get("id") or "").strip() or None
-    link = (entry.get("link") or "").strip() or None
+    link = _link(entry.get("link") or "", feed_url)
     title = html_to_text(entry.get("title") or "")
     summary = html_to_text(entry.get("summary") or "")
     published = _published(entry, latest)

@@ -117,7 +117,7 @@ class Outbox:
             if hold_until is None:
                 self.deliveries_queue.enqueue_job(job, pipeline=pipe)
             else:
-                self.deliveries_queue.schedule_job(job, hold_until, pipeline=pipe)
+                schedule_job(self.deliveries_queue, job, hold_until, pipe)
 
     # --- after the worker's own first try ---------------------------------------------------------
 
@@ -164,7 +164,7 @@ class Outbox:
             timeout=30,
             description=f"digest {alert} -> {channel} for the window ending {utc_iso(end)}",
         )
-        self.deliveries_queue.schedule_job(job, end, pipeline=pipe)
+        schedule_job(self.deliveries_queue, job, end, pipe)
 
     # --- digests -------------------------------------------------------------------------------
 
@@ -209,6 +209,25 @@ class Outbox:
             retry_after=max(1.0, lease_ms / 1000) if lease_ms and lease_ms > 0 else 1.0,
         )
 
+    def claim_many(self, deliveries: Sequence[Delivery], lease: timedelta) -> list[str | None]:
+        """claim() for a batch in one round trip: per delivery a token, None if it was already
+        sent, or "" while another worker holds it."""
+        tokens = [uuid.uuid4().hex for _ in deliveries]
+        with self.connection.pipeline(transaction=False) as pipe:
+            for delivery, token in zip(deliveries, tokens, strict=True):
+                pipe.set(
+                    keys.delivery_state(delivery.delivery_id), f"sending:{token}", nx=True, ex=_seconds(lease)
+                )
+            won = pipe.execute()
+        lost = [d for d, ok in zip(deliveries, won, strict=True) if not ok]
+        states = dict(zip([d.delivery_id for d in lost], self.connection.mget(
+            [keys.delivery_state(d.delivery_id) for d in lost]
+        ), strict=True)) if lost else {}  # fmt: skip
+        return [
+            token if ok else (None if states[d.delivery_id] == b"sent" else "")
+            for d, token, ok in zip(deliveries, tokens, won, strict=True)
+        ]
+
     def release(self, delivery: Delivery, token: str) -> None:
         script = self.connection.register_script(_RELEASE_CLAIM)
         script(keys=[keys.delivery_state(delivery.delivery_id)], args=[f"sending:{token}"])
@@ -220,6 +239,19 @@ class Outbox:
             pipe.set(keys.delivery_state(delivery.delivery_id), b"sent", ex=_seconds(self.remember_for))
             pipe.hincrby(keys.METRICS_DELIVERIES, counter, 1)
             pipe.execute()
+
+
+def schedule_job(queue: Queue, job: Job, at: datetime, pipe: Pipeline) -> None:
+    """Queue.schedule_job, every write inside `pipe`. RQ 2.x's own adds the job to the scheduled
+    registry with an immediate ZADD outside the pipeline given (ScheduledJobRegistry.schedule
+    ignores it): a round trip per delivery, and a registry entry that outlives an aborted
+    transaction. The rest is what RQ does: status, job hash, its TTL, the queue's registration."""
+    job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
+    job.save(pipeline=pipe)
+    job.cleanup(ttl=job.ttl, pipeline=pipe)
+    pipe.sadd(queue.redis_queues_keys, queue.key)
+    registry = ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
+    pipe.zadd(registry.key, {job.id: int(at.timestamp())})
 
 
 def _seconds(delta: timedelta) -> int:

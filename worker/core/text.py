@@ -81,8 +81,8 @@ class _TextExtractor(HTMLParser):
 
 def html_to_text(markup: str) -> str:
     """Plain text of an HTML fragment: tags dropped, entities decoded, whitespace collapsed."""
-    if "<" not in markup and "&" not in markup:
-        return _SPACE.sub(" ", markup).strip()
+    if "<" not in markup:  # most titles: no tags to parse, perhaps an entity
+        return _SPACE.sub(" ", html.unescape(markup) if "&" in markup else markup).strip()
     extractor = _TextExtractor()
     extractor.feed(markup)
     extractor.close()
