@@ -19,7 +19,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from worker import metrics
 from worker.adapters import keys
-from worker.pipeline import poll_feed
+from worker.pipeline import poll_feed, poll_threads
 from worker.runtime import Runtime
 
 log = logging.getLogger("newswatch.scheduler")
@@ -39,7 +39,9 @@ def build_scheduler(rt: Runtime, spread: Callable[[float], float] | None = None)
     spread = spread or (lambda seconds: random.uniform(0, min(seconds * jitter, 10.0)))
     feeds = rt.settings.feeds
     scheduler = BlockingScheduler(
-        executors={"default": ThreadPoolExecutor(max_workers=max(1, min(8, len(feeds))))}, timezone="UTC"
+        # One thread more than the polls can use: the heartbeat never waits behind slow fetches.
+        executors={"default": ThreadPoolExecutor(max_workers=poll_threads(feeds) + 1)},
+        timezone="UTC",
     )
     now = rt.clock()
     for feed in feeds:

