@@ -233,8 +233,11 @@ def deliver_inline(rt: Runtime, deliveries: Sequence[Delivery]) -> None:
     sent: list[str] = []
     retries = rt.settings.delivery.retries
     for position, (delivery, token) in enumerate(zip(deliveries, tokens, strict=True)):
+        if token is None:  # sent already: its held job has nothing left to do
+            sent.append(delivery.delivery_id)
+            continue
         if not token:
-            continue  # None: sent already; "": someone else is on it, and the held job will see
+            continue  # someone else is on it; the held job will see
         if time.monotonic() > deadline:
             # A slow receiver must not hold the batch; the held jobs carry on with the rest.
             for later, later_token in zip(deliveries[position:], tokens[position:], strict=True):

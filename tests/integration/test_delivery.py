@@ -19,7 +19,7 @@ from tests.integration.mail_servers import RecordingHandler, start_mail_server
 from worker import commands
 from worker.adapters import keys
 from worker.core.models import Delivery
-from worker.pipeline import deliver, poll_feed
+from worker.pipeline import deliver, deliver_inline, poll_feed
 from worker.runtime import Runtime
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -436,3 +436,19 @@ def test_a_batch_claim_tells_free_sent_and_held_deliveries_apart(
     assert token and rt.redis.get(keys.delivery_state("d-free")) == f"sending:{token}".encode()
     assert gone is None and busy == ""
     assert rt.redis.get(keys.delivery_state("d-held")) == b"sending:another-worker"  # left alone
+
+
+def test_a_first_try_finds_a_delivery_already_sent_and_cancels_its_held_job(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    rt = setup(tmp_path, redis_url, http_server, ONE)
+    http_server.routes["/hook"] = Response(b"ok")
+    delivery = Delivery("d-sent-before", "deepseek", "hook", {"type": "alert", "data": {}})
+    with rt.redis.pipeline() as pipe:
+        pipe.multi()
+        rt.outbox.enqueue(pipe, [delivery], hold_until=rt.clock() + timedelta(minutes=1))
+        pipe.execute()
+    rt.redis.set(keys.delivery_state("d-sent-before"), b"sent")  # its job got there first
+    deliver_inline(rt, [delivery])
+    assert http_server.received("/hook") == []
+    assert ScheduledJobRegistry(queue=rt.deliveries_queue).get_job_ids() == []
