@@ -122,6 +122,12 @@ def test_text_helpers() -> None:
     assert normalize(" KI ") == "ki"
     assert html_to_text("<p>Eins</p><p>Zwei &amp; drei</p><script>alert(1)</script>") == "Eins Zwei & drei"
     assert html_to_text("A&nbsp;B &lt;b&gt;") == "A B <b>"  # entities decoded, nbsp is whitespace
+    # Decoded once, with or without tags: an escaped entity stays an entity.
+    assert (
+        html_to_text("<p>Preis &amp;lt; 5 Euro</p>")
+        == html_to_text("Preis &amp;lt; 5 Euro")
+        == "Preis &lt; 5 Euro"
+    )
     assert one_line("a\r\nb\u2028c\x00d\te") == "a b c d e"
 
 

@@ -83,10 +83,10 @@ def html_to_text(markup: str) -> str:
     """Plain text of an HTML fragment: tags dropped, entities decoded, whitespace collapsed."""
     if "<" not in markup:  # most titles: no tags to parse, perhaps an entity
         return _SPACE.sub(" ", html.unescape(markup) if "&" in markup else markup).strip()
-    extractor = _TextExtractor()
+    extractor = _TextExtractor()  # convert_charrefs: the text it hands over is decoded once
     extractor.feed(markup)
     extractor.close()
-    return _SPACE.sub(" ", html.unescape("".join(extractor.parts))).strip()
+    return _SPACE.sub(" ", "".join(extractor.parts)).strip()
 
 
 def one_line(text: str) -> str:
