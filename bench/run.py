@@ -339,14 +339,15 @@ def newswatch_latency(
 
 def _ingested(connection: redis.Redis, n_feeds: int) -> bool:
     """Every feed polled successfully, and no item batch waiting or running."""
-    from rq.registry import StartedJobRegistry
-
     from worker.adapters import keys
+    from worker.adapters.queues import queue_counts
+    from worker.adapters.store import FeedStateStore
 
-    polled = sum(bool(connection.hget(keys.feed_state(f"f{n}"), "last_success")) for n in range(n_feeds))
-    queued = connection.llen(f"rq:queue:{keys.ITEMS_QUEUE}")
-    running = StartedJobRegistry(keys.ITEMS_QUEUE, connection=connection).count
-    return polled == n_feeds and queued == 0 and running == 0
+    states = FeedStateStore(connection)
+    if not all(states.get(f"f{n}").last_success for n in range(n_feeds)):
+        return False
+    items = next(c for c in queue_counts(connection) if c.name == keys.ITEMS_QUEUE)
+    return items.queued == 0 and items.started == 0
 
 
 def redis_bytes_per_item(connection: redis.Redis) -> dict[str, float]:

@@ -239,10 +239,9 @@ def deliver_inline(rt: Runtime, deliveries: Sequence[Delivery]) -> None:
         if not token:
             continue  # someone else is on it; the held job will see
         if time.monotonic() > deadline:
-            # A slow receiver must not hold the batch; the held jobs carry on with the rest.
-            for later, later_token in zip(deliveries[position:], tokens[position:], strict=True):
-                if later_token:
-                    rt.outbox.release(later, later_token)
+            # A slow receiver must not hold the batch: the rest go back to their held jobs.
+            rest = zip(deliveries[position:], tokens[position:], strict=True)
+            rt.outbox.release_many([(later, later_token) for later, later_token in rest if later_token])
             break
         try:
             _send_claimed(rt, delivery, token)

@@ -87,6 +87,21 @@ channels:
         return "".join(p.read_text(errors="replace") for p in self.tmp_path.glob("*.log"))
 
 
+def daemon_after_first_alerts(
+    tmp_path: Path, redis_url: str, server: LocalServer, items: list[dict[str, str]]
+) -> Daemon:
+    """The daemon on a feed of `items`, once it has alerted every DeepSeek story among them."""
+    server.routes["/feed"] = Response(rss(items))
+    server.routes["/hook"] = Response(b"ok")
+    daemon = Daemon(tmp_path, redis_url, server)
+    try:
+        wait_for(lambda: set(received(server)) == expected_titles(items), timeout=60)
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon
+
+
 def diagnose(redis_url: str, missing: set[str]) -> str:
     """What the queues hold when alerts are missing: the failure message says where they are."""
     from rq import Queue
@@ -160,11 +175,8 @@ def test_redis_restart_under_load(
     tmp_path: Path, redis_server: RedisServer, redis_url: str, http_server: LocalServer
 ) -> None:
     first = stories(0, 60)
-    http_server.routes["/feed"] = Response(rss(first))
-    http_server.routes["/hook"] = Response(b"ok")
-    daemon = Daemon(tmp_path, redis_url, http_server)
+    daemon = daemon_after_first_alerts(tmp_path, redis_url, http_server, first)
     try:
-        wait_for(lambda: set(received(http_server)) == expected_titles(first), timeout=60)
         redis.Redis.from_url(redis_url).bgrewriteaof()
         time.sleep(0.5)
         redis_server.stop()
@@ -187,11 +199,8 @@ def test_wiped_seen_store_rebaselines_without_an_alert_flood(
     tmp_path: Path, redis_url: str, http_server: LocalServer
 ) -> None:
     first = stories(0, 30)
-    http_server.routes["/feed"] = Response(rss(first))
-    http_server.routes["/hook"] = Response(b"ok")
-    daemon = Daemon(tmp_path, redis_url, http_server)
+    daemon = daemon_after_first_alerts(tmp_path, redis_url, http_server, first)
     try:
-        wait_for(lambda: set(received(http_server)) == expected_titles(first), timeout=60)
         redis.Redis.from_url(redis_url).flushall()  # a new volume, a FLUSHALL: the memory is gone
         time.sleep(4)  # several polls re-baseline
         later = stories(30, 6)

@@ -436,6 +436,10 @@ def test_a_batch_claim_tells_free_sent_and_held_deliveries_apart(
     assert token and rt.redis.get(keys.delivery_state("d-free")) == f"sending:{token}".encode()
     assert gone is None and busy == ""
     assert rt.redis.get(keys.delivery_state("d-held")) == b"sending:another-worker"  # left alone
+    # Given back unsent, in one go: ours are free again, the other worker's claim stays.
+    rt.outbox.release_many([(free, token), (held, "not-ours")])
+    assert rt.redis.get(keys.delivery_state("d-free")) is None
+    assert rt.redis.get(keys.delivery_state("d-held")) == b"sending:another-worker"
 
 
 def test_a_first_try_finds_a_delivery_already_sent_and_cancels_its_held_job(

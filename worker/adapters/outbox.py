@@ -229,8 +229,17 @@ class Outbox:
         ]
 
     def release(self, delivery: Delivery, token: str) -> None:
+        self.release_many([(delivery, token)])
+
+    def release_many(self, claims: Sequence[tuple[Delivery, str]]) -> None:
+        """Give claims back unsent (each only if still ours), in one round trip."""
         script = self.connection.register_script(_RELEASE_CLAIM)
-        script(keys=[keys.delivery_state(delivery.delivery_id)], args=[f"sending:{token}"])
+        with self.connection.pipeline(transaction=False) as pipe:
+            for delivery, token in claims:
+                script(
+                    keys=[keys.delivery_state(delivery.delivery_id)], args=[f"sending:{token}"], client=pipe
+                )
+            pipe.execute()
 
     def mark_sent(self, delivery: Delivery) -> None:
         """Remember the delivery as sent, and count it for the metrics, in one round trip."""

@@ -114,11 +114,7 @@ def classify(item: Item, rules: RuleSet) -> Classified:
         for i in rules.topic_anchors.candidates(found)
         if rules.sure_topics[i] or evaluate(rules.topics[i].query, text)
     ]
-    tags = rules.feed_tags.get(item.feed, ())
-    if matched_topics or tags:
-        topics = merge_topics(matched_topics, tags, item.categories)
-    else:  # categories are split and unique already (split_categories): only the order is new
-        topics = tuple(sorted(item.categories, key=fold_name))
+    topics = merge_topics(matched_topics, rules.feed_tags.get(item.feed, ()), item.categories)
     folded_topics = {fold_name(t) for t in topics} if rules.filters_topics else set()
     matches = []
     for position in rules.alert_anchors.candidates(found):
