@@ -362,17 +362,21 @@ def redis_bytes_per_item(connection: redis.Redis) -> dict[str, float]:
 
 
 def match_stage(terms: int, items: list[Any], rounds: int = 3) -> float:
+    from worker.config import PollingSettings
     from worker.core.query import parse_query, parse_term_list
-    from worker.core.rules import AlertRule, RuleSet, TopicRule, classify
+    from worker.core.rules import AlertRule, RuleSet, TopicRule, classify_many
 
     alerts = tuple(AlertRule(f"a{i}", parse_query(q), ("hook",)) for i, q in enumerate(alert_terms(terms)))
     topics = (TopicRule("KI", parse_term_list(["KI", "künstliche Intelligenz"])),)
     rules = RuleSet(topics, alerts, {})
+    # As a worker job sees them: the batches the scheduler enqueues.
+    size = PollingSettings().batch_size
+    batches = [items[i : i + size] for i in range(0, len(items), size)]
     rates = []
     for _ in range(rounds):
         started = time.perf_counter()
-        for item in items:
-            classify(item, rules)
+        for batch in batches:
+            classify_many(batch, rules)
         rates.append(len(items) / (time.perf_counter() - started))
     return statistics.median(rates)
 

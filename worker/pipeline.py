@@ -34,7 +34,7 @@ from worker.core.errors import (
 )
 from worker.core.models import Delivery, Item, parse_utc
 from worker.core.render import deliveries_for
-from worker.core.rules import classify, too_old_to_alert
+from worker.core.rules import classify_many, too_old_to_alert
 from worker.core.timing import next_retry_delay, wait_after_error, wait_after_success
 from worker.core.units import format_duration
 from worker.monitoring import report_delivery_failure, report_feed_error
@@ -202,9 +202,8 @@ def process_items(
     now = rt.clock()
     max_age = rt.settings.polling.max_age
     candidates = []
-    for data in item_dicts:
-        item = Item.from_dict(data)
-        classified = classify(item, rt.config.rules)
+    for classified in classify_many([Item.from_dict(data) for data in item_dicts], rt.config.rules):
+        item = classified.item
         quiet = baseline or too_old_to_alert(item, now, max_age)
         deliveries = () if quiet else tuple(deliveries_for(classified, now))
         candidates.append(Candidate(item, deliveries))

@@ -16,7 +16,7 @@ from worker.core.matcher import normalize
 from worker.core.models import AlertMatch, Item
 from worker.core.query import parse_query, parse_term_list
 from worker.core.render import alert_payload, deliveries_for, log_lines, webhook_body, webhook_signature
-from worker.core.rules import AlertRule, RuleSet, TopicRule, classify, too_old_to_alert
+from worker.core.rules import AlertRule, RuleSet, TopicRule, classify, classify_many, too_old_to_alert
 from worker.core.text import fold, html_to_text, one_line
 from worker.core.topics import merge_topics, split_categories
 from worker.core.units import format_duration, parse_duration, parse_fraction, parse_size
@@ -190,6 +190,36 @@ def test_classify_topics_and_alert_filters() -> None:
         ("deepseek", ("DeepSeek",), ("hook",)),
         ("chips", ("Huawei", "Chip*"), ("hook", "mail")),
     ]
+
+
+def test_a_batch_is_classified_as_each_item_alone() -> None:
+    """One automaton pass over a job's items must give each item exactly its own terms, fields
+    and matches: a hit at the start or end of one item must not count for its neighbour."""
+    batch = [
+        _item(),
+        _item(id="2", title="Bitcoin", summary="", categories=()),  # a term that fills its whole field
+        _item(id="3", title="Huawei", summary="Chips", categories=("Krypto",), feed="heise"),
+        _item(id="4", title="", summary="", categories=()),
+        _item(id="5", title="Neues von DeepSeeks Chipfertigung", summary="Bitcoin-Kurs", categories=()),
+    ]
+    assert classify_many(batch, RULES) == [classify(item, RULES) for item in batch]
+    assert [[m.alert for m in c.matches] for c in classify_many(batch, RULES)] == [
+        ["deepseek", "chips"], ["crypto"], ["chips"], [], ["deepseek", "crypto", "krypto-only"]
+    ]  # fmt: skip
+    assert classify_many([], RULES) == []
+
+
+def test_the_marks_between_fields_in_an_item_move_no_term_to_another_field() -> None:
+    """The matcher tells fields and items apart by marks (U+241C..U+241F); text that carries
+    them must not shift a term into another field or item."""
+    rules = RuleSet((), (AlertRule("t", parse_query("title:Huawei"), ("hook",)),), {})
+    batch = [
+        _item(title="Chips \u241d\u241e Huawei", summary="", categories=()),
+        _item(id="2", title="Nvidia", summary="Huawei \u241c", categories=("\u241d",)),
+        _item(id="3", title="Huawei", summary="", categories=()),
+    ]
+    assert [len(c.matches) for c in classify_many(batch, rules)] == [1, 0, 1]
+    assert [len(classify(item, rules).matches) for item in batch] == [1, 0, 1]
 
 
 def test_max_age() -> None:

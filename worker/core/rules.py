@@ -8,7 +8,7 @@ with the number of rules that cannot fire.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -53,13 +53,11 @@ class Anchors:
 
     def candidates(self, found: set[TermKey]) -> list[int]:
         """Positions of the rules that may be true for these found terms, in config order."""
-        chosen = set(self.always)
         get = self.by_term.get
-        for key in found:
-            positions = get(key)
-            if positions:
-                chosen.update(positions)
-        return sorted(chosen)
+        chosen = [p for key in found if (positions := get(key)) for p in positions]
+        if self.always:
+            chosen += self.always
+        return sorted(set(chosen)) if len(chosen) > 1 else chosen
 
 
 @dataclass(frozen=True)
@@ -103,11 +101,20 @@ def item_text(item: Item, rules: RuleSet) -> ItemText:
 
 
 def classify(item: Item, rules: RuleSet) -> Classified:
+    return _classified(item, item_text(item, rules), rules)
+
+
+def classify_many(items: Sequence[Item], rules: RuleSet) -> list[Classified]:
+    """classify() for a batch: one automaton pass over all of its items (see TermIndex.scan_many)."""
+    texts = rules.index.scan_many([(i.title, (i.summary, i.content), i.categories) for i in items])
+    return [_classified(item, text, rules) for item, text in zip(items, texts, strict=True)]
+
+
+def _classified(item: Item, text: ItemText, rules: RuleSet) -> Classified:
     """Topics from feed tags, categories and topic terms; then every alert rule that fires.
 
-    The hot path of the match stage: one automaton pass (item_text), then only the rules a
-    found term can make true; a rule that is one plain term needs no evaluation at all."""
-    text = item_text(item, rules)
+    The hot path of the match stage, after the automaton pass: only the rules a found term can
+    make true are looked at, and a rule that is one plain term needs no evaluation at all."""
     found = text.found
     matched_topics = [
         rules.topics[i].name

@@ -35,4 +35,4 @@ def merge_topics(*sources: Iterable[str]) -> tuple[str, ...]:
     for source in sources:
         for name in source:
             chosen.setdefault(fold_name(name), name)
-    return tuple(sorted(chosen.values(), key=fold_name))
+    return tuple([chosen[folded] for folded in sorted(chosen)])
