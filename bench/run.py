@@ -48,6 +48,8 @@ class FeedServer:
 
     def __init__(self) -> None:
         self.bodies: dict[str, bytes] = {}
+        # Body and ETag, swapped in together; the ETag is made once, as a web server does.
+        self.served: dict[str, tuple[bytes, str]] = {}
         self.validators = True
         self.changed_at: dict[str, float] = {}
         server = self
@@ -60,13 +62,13 @@ class FeedServer:
                 pass
 
             def do_GET(self) -> None:
-                body = server.bodies.get(self.path)
-                if body is None:
+                served = server.served.get(self.path)
+                if served is None:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                etag = '"' + hashlib.md5(body).hexdigest() + '"'
+                body, etag = served
                 if server.validators and self.headers.get("If-None-Match") == etag:
                     self.send_response(304)
                     self.send_header("ETag", etag)
@@ -89,7 +91,9 @@ class FeedServer:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/feed/{n}.xml"
 
     def publish(self, n: int, items: list[dict[str, str]]) -> None:
-        self.bodies[f"/feed/{n}.xml"] = rss(items, f"Feed {n}")
+        body = rss(items, f"Feed {n}")
+        self.bodies[f"/feed/{n}.xml"] = body
+        self.served[f"/feed/{n}.xml"] = (body, '"' + hashlib.md5(body).hexdigest() + '"')
         self.changed_at[f"/feed/{n}.xml"] = time.monotonic()
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -20,7 +20,7 @@ from rq.registry import FailedJobRegistry
 
 from worker import channels, jobs, metrics, monitoring
 from worker.adapters import keys, queues
-from worker.config import Config
+from worker.config import Config, FeedConfig
 from worker.core.errors import DeliveryError
 from worker.core.models import AlertMatch, Item, utc_iso
 from worker.core.render import deliveries_for
@@ -83,7 +83,11 @@ def poll(config: Config, feed_names: list[str] | None) -> int:
             print(f"newswatch: unknown feed(s): {', '.join(unknown)}", file=sys.stderr)
             return EXIT_USAGE
         feeds = [f for f in feeds if f.name in feed_names]
-    rt = connect(config).warm()  # TLS context and stores built before the clock starts
+    return poll_feeds(connect(config).warm(), feeds)  # TLS context and stores built before the clock
+
+
+def poll_feeds(rt: Runtime, feeds: Sequence[FeedConfig]) -> int:
+    """Poll these feeds once, with the scheduler's threads; one line per feed, then the timing."""
     failed = 0
     # Feeds are fetched in parallel like the scheduler does; the lines come out in config order.
     with ThreadPoolExecutor(max_workers=poll_threads(feeds)) as pool:

@@ -86,22 +86,59 @@ def poll_feed(
     return outcome
 
 
+# Polls of one feed made again because its state moved on under them, before giving up the
+# conditional writes (another process writing the same feed's state at the very same time).
+_STALE_STATE_RETRIES = 2
+
+
 def _poll(rt: Runtime, feed: FeedConfig, force: bool, schedule: dict[str, datetime]) -> PollOutcome:
-    state = rt.feed_states.get(feed.name)
+    """A poll starts from the feed's state as this process last wrote it, and makes its writes
+    conditional on that state still being current. An unchanged poll is then one Redis round
+    trip. If the state moved on (another process polled, Redis was flushed), the poll is made
+    again from the state Redis has now; a flushed Redis is thus noticed on the next poll."""
+    for attempt in range(_STALE_STATE_RETRIES + 1):
+        states = rt.feed_states
+        state = states.get_remembered(feed.name) if attempt == 0 else states.get(feed.name)
+        outcome = _poll_from(rt, feed, force, schedule, state, attempt < _STALE_STATE_RETRIES)
+        if outcome is not None:
+            return outcome
+        log.debug("feed=%s state changed under the poll; polling again from Redis's", feed.name)
+    raise AssertionError("the last attempt writes unconditionally")  # pragma: no cover
+
+
+def _poll_from(
+    rt: Runtime,
+    feed: FeedConfig,
+    force: bool,
+    schedule: dict[str, datetime],
+    state: FeedState,
+    conditional: bool,
+) -> PollOutcome | None:
+    """One poll from `state`; None when the state turned out to be out of date (nothing done
+    that matters: at most a fetch whose result is thrown away)."""
+    expect = state if conditional else None
     now = rt.clock()
+    waiting = not force and state.not_before is not None and now < state.not_before
+    # Polls that end here write nothing; they must not end on a memory Redis no longer shares.
+    if (state.disabled or waiting) and not rt.feed_states.is_current(feed.name, state):
+        return None
     if state.disabled:
         if state.gone_url in (None, feed.url):
             return PollOutcome(feed.name, "disabled", error=state.error)
         log.info("feed=%s has a new URL in the config: enabled again", feed.name)
-        rt.feed_states.update(feed.name, disabled=False, gone_url=None, url=None, moved_from=None)
-        state = FeedState(items_seen=state.items_seen, last_success=state.last_success)
-    if not force and state.not_before and now < state.not_before:
+        if not rt.feed_states.update(
+            feed.name, expect, disabled=False, gone_url=None, url=None, moved_from=None
+        ):
+            return None
+        # A new URL starts afresh (no validators, no errors); the state is this poll's own now.
+        state, expect = FeedState(items_seen=state.items_seen, last_success=state.last_success), None
+    if waiting:
         return PollOutcome(feed.name, "waiting")
     url = state.url if state.url and state.moved_from == feed.url else feed.url
     try:
         result, body_hash, parsed = _fetch_and_parse(rt, feed, url, state)
     except (FetchError, FeedParseError) as e:
-        return _record_failure(rt, feed, now, e, state.error_count + 1, schedule)
+        return _record_failure(rt, feed, now, e, state, expect, schedule)
     interval = rt.settings.feed_interval(feed)
     update: dict[str, Any] = {"last_poll": now, "last_success": now, "error": None, "error_count": 0}
     update |= schedule
@@ -114,8 +151,14 @@ def _poll(rt: Runtime, feed: FeedConfig, force: bool, schedule: dict[str, dateti
         )
     if parsed is None:  # 304 or the same body as last time
         wait = wait_after_success(interval, result.fresh_for)
-        rt.feed_states.update(feed.name, **update, not_before=now + wait if wait > interval else None)
+        not_before = now + wait if wait > interval else None
+        if not rt.feed_states.update(feed.name, expect, **update, not_before=not_before):
+            return None
         return PollOutcome(feed.name, "unchanged")
+    # New items are queued on the strength of this state (baseline or not, what is new): it
+    # must be the state in Redis, not only this process's memory of it.
+    if not rt.feed_states.is_current(feed.name, state):
+        return None
     baseline = feed.name in rt.polled_feeds and state.last_success is None
     if baseline:
         log.warning(
@@ -163,25 +206,30 @@ def _record_failure(
     feed: FeedConfig,
     now: datetime,
     error: NewswatchError,
-    count: int,
+    state: FeedState,
+    expect: FeedState | None,
     schedule: dict[str, datetime],
-) -> PollOutcome:
-    """`count`: failures in a row, this one included (only the scheduler writes a feed's state)."""
+) -> PollOutcome | None:
+    """The failure counts as one more in a row after `state`'s; None if that state is not
+    current (see _poll_from)."""
+    count = state.error_count + 1
     gone = isinstance(error, FeedGoneError)
-    metrics.FETCH_ERRORS.labels(feed.name, metrics.error_kind(str(error))).inc()
-    report_feed_error(feed.name, error)
     retry_after = error.retry_after if isinstance(error, RetryLaterError) else None
     wait = wait_after_error(rt.settings.feed_interval(feed), count, random.random(), retry_after)
     extra: dict[str, Any] = {"disabled": True, "gone_url": feed.url} if gone else {}
-    rt.feed_states.update(
+    if not rt.feed_states.update(
         feed.name,
+        expect,
         error=str(error),
         error_count=count,
         last_poll=now,
         not_before=now + wait,
         **extra,
         **schedule,
-    )
+    ):
+        return None  # counted and reported by the poll made again
+    metrics.FETCH_ERRORS.labels(feed.name, metrics.error_kind(str(error))).inc()
+    report_feed_error(feed.name, error)
     log.warning(
         "feed=%s poll failed (%d in a row, next try in %s): %s", feed.name, count, _short(wait), error
     )

@@ -15,6 +15,7 @@ from tests.integration.helpers import drain, make_runtime
 from worker.adapters import keys
 from worker.commands import status_data
 from worker.pipeline import poll_feed, process_items
+from worker.runtime import Runtime
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -177,6 +178,54 @@ def test_conditional_get_and_unchanged_body_skip_parsing(
     assert [poll_feed(rt, f).status for f in rt.settings.feeds] == ["unchanged", "unchanged"]
     assert http_server.received("/feed.rss")[-1].headers["if-none-match"] == '"v1"'
     assert rt.items_queue.count == 2  # one batch per feed, from the first poll only
+
+
+def _calls(rt: Runtime, command: str) -> int:
+    return int(rt.redis.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_an_unchanged_poll_is_one_round_trip_and_a_state_moved_on_is_polled_again(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """A poll starts from the state this process last wrote and writes only if Redis still has
+    it. When another process polled in between, or Redis was flushed, the poll is made again
+    from Redis's state: nothing is enqueued twice, and a flush still re-baselines."""
+    version = {"n": 1}
+
+    def answer(request):  # type: ignore[no-untyped-def]
+        n = version["n"]
+        etag = f'"v{n}"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status=304, headers={"ETag": etag})
+        items = [{"title": f"Nvidia {i}", "guid": str(i)} for i in range(1, n + 1)]
+        return Response(rss(items), headers={"ETag": etag})
+
+    http_server.routes["/feed.rss"] = answer
+    http_server.routes["/hook"] = Response(b"ok")
+    feeds = f'  - {{name: etag, url: "{http_server.url("/feed.rss")}"}}'
+    body = config_body(http_server, feeds=feeds)
+    rt, other = make_runtime(tmp_path, redis_url, body), make_runtime(tmp_path, redis_url, body)
+    feed = rt.settings.feeds[0]
+    assert poll_feed(rt, feed).status == "new"
+    drain(rt)
+    reads, commands = _calls(rt, "hgetall"), _calls(rt, "evalsha") + _calls(rt, "eval")
+    assert poll_feed(rt, feed).status == "unchanged"
+    assert _calls(rt, "hgetall") == reads  # no state read: the one command is the write
+    assert _calls(rt, "evalsha") + _calls(rt, "eval") == commands + 1
+
+    version["n"] = 2  # a new item, which another process polls first
+    assert poll_feed(other, feed).enqueued == 1
+    jobs_before, requests_before = rt.items_queue.count, len(http_server.received("/feed.rss"))
+    assert poll_feed(rt, feed).status == "unchanged"  # from v1 it looked new; Redis knew v2
+    assert rt.items_queue.count == jobs_before
+    assert len(http_server.received("/feed.rss")) == requests_before + 2
+    assert rt.feed_states.get(feed.name).etag == '"v2"'
+
+    rt.redis.flushall()  # the seen-store and the feed state are gone
+    outcome = poll_feed(rt, feed)
+    assert (outcome.status, outcome.enqueued) == ("new", 2)
+    (job,) = rt.items_queue.get_jobs()
+    assert job.args[2] is True  # a baseline batch: recorded, not alerted
 
 
 def test_max_age_records_old_items_without_alerting(

@@ -9,8 +9,9 @@ between, so no alert is lost and none is enqueued twice.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -135,10 +136,13 @@ class FeedState:
     moved_from: str | None = None  # the configured URL that answered with a permanent redirect
     gone_url: str | None = None  # the URL that answered 410 Gone (disabled until the config changes)
     warning: str | None = None  # something odd but not an error (e.g. GUID churn)
+    # A new random token with every write (see FeedStateStore); "" before the first.
+    revision: str = field(default="", compare=False)
+    # From this process's memory of its last read or write, not read from Redis just now.
+    remembered: bool = field(default=False, compare=False)
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes]) -> FeedState:
-        data = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+    def from_fields(cls, data: dict[str, str], remembered: bool = False) -> FeedState:
         return cls(
             url=data.get("url") or None,
             etag=data.get("etag") or None,
@@ -155,19 +159,68 @@ class FeedState:
             moved_from=data.get("moved_from") or None,
             gone_url=data.get("gone_url") or None,
             warning=data.get("warning") or None,
+            revision=data.get(_REVISION, ""),
+            remembered=remembered,
         )
 
 
+_REVISION = "rev"
+# Every write of a feed's state goes through this script: it sets the fields and a new revision
+# (ARGV[2], random, so a revision is never seen twice, not even after a flush). With an expected
+# revision (ARGV[1], "*" for none) it writes only if that is still the revision in Redis, and
+# otherwise writes nothing. It returns whether it wrote, and the revision it replaced.
+_WRITE_STATE = """
+local revision = redis.call('HGET', KEYS[1], 'rev') or ''
+if ARGV[1] ~= '*' and ARGV[1] ~= revision then
+  return {0, revision}
+end
+redis.call('HSET', KEYS[1], 'rev', unpack(ARGV, 2))
+return {1, revision}
+"""
+
+
 class FeedStateStore:
+    """Per-feed poll state in one hash per feed.
+
+    The store remembers, per feed, the state as this process last read or wrote it. A poll can
+    start from that memory instead of reading Redis, and make its write conditional on the
+    revision it started from: an unchanged poll is then one round trip, not two. If anyone else
+    wrote in between (another process, a flushed Redis), the write is refused and the poll is
+    made again from the state Redis has (pipeline._poll). The status and the workers' counts
+    read and write Redis directly; only polls use the memory."""
+
     def __init__(self, connection: redis.Redis) -> None:
         self.redis = connection
+        self._write = connection.register_script(_WRITE_STATE)
+        self._known: dict[str, dict[str, str]] = {}
 
     def get(self, feed: str) -> FeedState:
-        return FeedState.from_hash(self.redis.hgetall(keys.feed_state(feed)))  # type: ignore[arg-type]
+        """The state in Redis now."""
+        raw = self.redis.hgetall(keys.feed_state(feed))
+        fields = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}  # type: ignore[union-attr]
+        self._known[feed] = fields
+        return FeedState.from_fields(fields)
 
-    def update(self, feed: str, **values: Any) -> None:
-        """Set fields; None clears a field (stored empty: one HSET, not HSET and HDEL in a
-        pipeline, on every poll). Datetimes are stored as ISO UTC."""
+    def get_remembered(self, feed: str) -> FeedState:
+        """The state as this process last read or wrote it (it may have moved on in Redis since),
+        or, when there is no such memory, the state in Redis now."""
+        fields = self._known.get(feed)
+        return FeedState.from_fields(fields, remembered=True) if fields is not None else self.get(feed)
+
+    def is_current(self, feed: str, state: FeedState) -> bool:
+        """Whether Redis still holds the revision `state` was read at."""
+        if not state.remembered:
+            return True
+        revision = self.redis.hget(keys.feed_state(feed), _REVISION)
+        if (revision or b"").decode() == state.revision:  # type: ignore[union-attr]
+            return True
+        self._known.pop(feed, None)
+        return False
+
+    def update(self, feed: str, expect: FeedState | None = None, **values: Any) -> bool:
+        """Set fields; None clears a field (stored empty, so a write is one command). Datetimes
+        are stored as ISO UTC. With `expect`, only if Redis still holds the revision that state
+        was read at: False (nothing written) when it does not."""
         to_set: dict[str, str] = {}
         for name, value in values.items():
             if value is None:
@@ -178,5 +231,14 @@ class FeedStateStore:
                 to_set[name] = "1" if value else "0"
             else:
                 to_set[name] = str(value)
-        if to_set:
-            self.redis.hset(keys.feed_state(feed), mapping=to_set)  # type: ignore[arg-type]
+        revision = secrets.token_hex(8)
+        arguments = ["*" if expect is None else expect.revision, revision]
+        for name, text in to_set.items():
+            arguments += (name, text)
+        written, replaced = self._write(keys=[keys.feed_state(feed)], args=arguments)
+        known = self._known.get(feed)
+        if written and known is not None and known.get(_REVISION, "") == replaced.decode():
+            self._known[feed] = known | to_set | {_REVISION: revision}
+        else:  # refused, or someone else wrote in between: the whole state is no longer known here
+            self._known.pop(feed, None)
+        return bool(written)
