@@ -9,7 +9,7 @@ Normalised text: folded (see text.fold), hyphens read as spaces, whitespace runs
 `"KI Chips"` finds "KI-Chips" and a phrase matches across line breaks.
 
 A batch of items (the items of one job) is joined into one text and scanned in one pass: one
-fold and one automaton call per batch instead of per item, which halves the cost per item.
+fold and one automaton call per batch instead of per item.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class ItemText:
 # What a hit adds to the found terms, by the field it is in: title, summary, category. Only the
 # keys some query asks about: a field-less query finds nothing more in a field-specific key.
 _ByField = tuple[tuple[TermKey, ...], tuple[TermKey, ...], tuple[TermKey, ...]]
-Fields = tuple[str, Iterable[str], Iterable[str]]  # title, summaries, categories
+Fields = tuple[str, Sequence[str], Sequence[str]]  # title, summaries, categories
 
 
 def _by_field(pattern: str, prefix: bool, used: set[TermKey]) -> _ByField:
@@ -115,7 +115,7 @@ class TermIndex:
         return index
 
     def scan(self, title: str, summaries: Iterable[str], categories: Iterable[str]) -> ItemText:
-        return self.scan_many([(title, summaries, categories)])[0]
+        return self.scan_many([(title, tuple(summaries), tuple(categories))])[0]
 
     def scan_many(self, items: Sequence[Fields]) -> list[ItemText]:
         """The terms found in each item, in one fold and one automaton pass for all of them."""
