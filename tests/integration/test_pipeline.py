@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from tests.conftest import EULERPOOL_RSS, LocalServer, Response, rss
 from tests.integration.helpers import drain, make_runtime
 from worker.adapters import keys
 from worker.commands import status_data
+from worker.core.models import utc_iso
 from worker.pipeline import poll_feed, process_items
 from worker.runtime import Runtime
 
@@ -208,6 +210,9 @@ def test_an_unchanged_poll_is_one_round_trip_and_a_state_moved_on_is_polled_agai
     feed = rt.settings.feeds[0]
     assert poll_feed(rt, feed).status == "new"
     drain(rt)
+    # The first write found no revision (as a flushed Redis has none): nothing to trust yet, so
+    # the next poll reads the state, and the one after starts from memory.
+    assert poll_feed(rt, feed).status == "unchanged"
     reads, commands = _calls(rt, "hgetall"), _calls(rt, "evalsha") + _calls(rt, "eval")
     assert poll_feed(rt, feed).status == "unchanged"
     assert _calls(rt, "hgetall") == reads  # no state read: the one command is the write
@@ -224,6 +229,40 @@ def test_an_unchanged_poll_is_one_round_trip_and_a_state_moved_on_is_polled_agai
     rt.redis.flushall()  # the seen-store and the feed state are gone
     outcome = poll_feed(rt, feed)
     assert (outcome.status, outcome.enqueued) == ("new", 2)
+    (job,) = rt.items_queue.get_jobs()
+    assert job.args[2] is True  # a baseline batch: recorded, not alerted
+
+
+def test_a_state_without_revision_is_not_trusted_from_memory(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """A state read without a revision (written by an older newswatch) looks just like a
+    flushed Redis's. Remembered, it would let a write "expecting no revision" through after a
+    flush, and the flush would never be noticed: no re-baseline, the feed's old items alerted."""
+    http_server.routes["/feed.rss"] = lambda request: (  # type: ignore[assignment]
+        Response(status=304, headers={"ETag": '"v1"'})
+        if request.headers.get("if-none-match") == '"v1"'
+        else Response(rss([{"title": "Nvidia", "guid": "1"}]), headers={"ETag": '"v1"'})
+    )
+    http_server.routes["/hook"] = Response(b"ok")
+    feeds = f'  - {{name: etag, url: "{http_server.url("/feed.rss")}"}}'
+    body = config_body(http_server, feeds=feeds)
+    older, rt = make_runtime(tmp_path, redis_url, body), make_runtime(tmp_path, redis_url, body)
+    feed = rt.settings.feeds[0]
+    assert poll_feed(older, feed).status == "new"
+    drain(older)
+    now = datetime.now(UTC)
+    state_key = keys.feed_state(feed.name)
+    rt.redis.hdel(state_key, "rev")  # as an older newswatch left it, waiting out a cache lifetime
+    rt.redis.hset(state_key, "not_before", utc_iso(now + timedelta(hours=1)))
+    rt.clock = lambda: now
+    assert poll_feed(rt, feed).status == "waiting"  # read from Redis, no write
+
+    rt.redis.flushall()
+    rt.clock = lambda: now + timedelta(hours=2)
+    rt.polled_feeds.add(feed.name)  # as a scheduler that had polled it (a cold start cannot tell)
+    outcome = poll_feed(rt, feed)
+    assert (outcome.status, outcome.enqueued) == ("new", 1)
     (job,) = rt.items_queue.get_jobs()
     assert job.args[2] is True  # a baseline batch: recorded, not alerted
 

@@ -47,8 +47,8 @@ def digest_id(alert: str, channel: str, window_end: str) -> str:
 
 
 def feed_state(feed: str) -> str:
-    """Hash of a feed's poll state (validators, errors, counters). No TTL: it is the feed's
-    memory for as long as the feed is configured; `status` reads it."""
+    """Hash of a feed's poll state (validators, errors, counters, the revision of its last write).
+    No TTL: it is the feed's memory for as long as the feed is configured; `status` reads it."""
     return f"{PREFIX}:feed:{feed}"
 
 

@@ -203,9 +203,12 @@ class FeedStateStore:
 
     def get_remembered(self, feed: str) -> FeedState:
         """The state as this process last read or wrote it (it may have moved on in Redis since),
-        or, when there is no such memory, the state in Redis now."""
+        or, when there is no such memory, the state in Redis now. Only a state with a revision
+        is remembered: "no revision" is what a flushed Redis has too, so it proves nothing."""
         fields = self._known.get(feed)
-        return FeedState.from_fields(fields, remembered=True) if fields is not None else self.get(feed)
+        if fields is None or not fields.get(_REVISION):
+            return self.get(feed)
+        return FeedState.from_fields(fields, remembered=True)
 
     def is_current(self, feed: str, state: FeedState) -> bool:
         """Whether Redis still holds the revision `state` was read at."""
@@ -237,7 +240,7 @@ class FeedStateStore:
             arguments += (name, text)
         written, replaced = self._write(keys=[keys.feed_state(feed)], args=arguments)
         known = self._known.get(feed)
-        if written and known is not None and known.get(_REVISION, "") == replaced.decode():
+        if written and known is not None and known.get(_REVISION) == replaced.decode():
             self._known[feed] = known | to_set | {_REVISION: revision}
         else:  # refused, or someone else wrote in between: the whole state is no longer known here
             self._known.pop(feed, None)
