@@ -48,7 +48,7 @@ def error_kind(message: str) -> str:
 def count_delivery(connection: redis.Redis, alert: str, channel: str, outcome: str) -> None:
     """outcome: delivered, retried or failed."""
     try:
-        connection.hincrby(keys.METRICS_DELIVERIES, f"{alert}\x1f{channel}\x1f{outcome}", 1)
+        connection.hincrby(keys.METRICS_DELIVERIES, keys.delivery_counter(alert, channel, outcome), 1)
     except redis.RedisError:
         log.debug("could not count a delivery outcome; Redis unavailable")
 

@@ -15,6 +15,7 @@ from tests.conftest import EULERPOOL_RSS, LocalServer, Response, rss
 from tests.integration.helpers import drain, make_runtime
 from worker.adapters import keys
 from worker.commands import status_data
+from worker.config import FeedConfig
 from worker.core.models import utc_iso
 from worker.pipeline import poll_feed, process_items
 from worker.runtime import Runtime
@@ -186,13 +187,11 @@ def _calls(rt: Runtime, command: str) -> int:
     return int(rt.redis.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
-def test_an_unchanged_poll_is_one_round_trip_and_a_state_moved_on_is_polled_again(
-    tmp_path: Path, redis_url: str, http_server: LocalServer
-) -> None:
-    """A poll starts from the state this process last wrote and writes only if Redis still has
-    it. When another process polled in between, or Redis was flushed, the poll is made again
-    from Redis's state: nothing is enqueued twice, and a flush still re-baselines."""
-    version = {"n": 1}
+def _versioned_feed(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, version: dict[str, int]
+) -> tuple[Runtime, Runtime, FeedConfig]:
+    """One feed whose items 1..version["n"] carry the ETag "v<n>" (304 for the current one), and
+    two runtimes on it, as two processes would have."""
 
     def answer(request):  # type: ignore[no-untyped-def]
         n = version["n"]
@@ -207,7 +206,24 @@ def test_an_unchanged_poll_is_one_round_trip_and_a_state_moved_on_is_polled_agai
     feeds = f'  - {{name: etag, url: "{http_server.url("/feed.rss")}"}}'
     body = config_body(http_server, feeds=feeds)
     rt, other = make_runtime(tmp_path, redis_url, body), make_runtime(tmp_path, redis_url, body)
-    feed = rt.settings.feeds[0]
+    return rt, other, rt.settings.feeds[0]
+
+
+def _assert_rebaselined(rt: Runtime, feed: FeedConfig, items: int) -> None:
+    outcome = poll_feed(rt, feed)
+    assert (outcome.status, outcome.enqueued) == ("new", items)
+    (job,) = rt.items_queue.get_jobs()
+    assert job.args[2] is True  # a baseline batch: recorded, not alerted
+
+
+def test_an_unchanged_poll_is_one_round_trip_and_a_state_moved_on_is_polled_again(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """A poll starts from the state this process last wrote and writes only if Redis still has
+    it. When another process polled in between, or Redis was flushed, the poll is made again
+    from Redis's state: nothing is enqueued twice, and a flush still re-baselines."""
+    version = {"n": 1}
+    rt, other, feed = _versioned_feed(tmp_path, redis_url, http_server, version)
     assert poll_feed(rt, feed).status == "new"
     drain(rt)
     # The first write found no revision (as a flushed Redis has none): nothing to trust yet, so
@@ -227,10 +243,7 @@ def test_an_unchanged_poll_is_one_round_trip_and_a_state_moved_on_is_polled_agai
     assert rt.feed_states.get(feed.name).etag == '"v2"'
 
     rt.redis.flushall()  # the seen-store and the feed state are gone
-    outcome = poll_feed(rt, feed)
-    assert (outcome.status, outcome.enqueued) == ("new", 2)
-    (job,) = rt.items_queue.get_jobs()
-    assert job.args[2] is True  # a baseline batch: recorded, not alerted
+    _assert_rebaselined(rt, feed, items=2)
 
 
 def test_a_state_without_revision_is_not_trusted_from_memory(
@@ -239,16 +252,7 @@ def test_a_state_without_revision_is_not_trusted_from_memory(
     """A state read without a revision (written by an older newswatch) looks just like a
     flushed Redis's. Remembered, it would let a write "expecting no revision" through after a
     flush, and the flush would never be noticed: no re-baseline, the feed's old items alerted."""
-    http_server.routes["/feed.rss"] = lambda request: (  # type: ignore[assignment]
-        Response(status=304, headers={"ETag": '"v1"'})
-        if request.headers.get("if-none-match") == '"v1"'
-        else Response(rss([{"title": "Nvidia", "guid": "1"}]), headers={"ETag": '"v1"'})
-    )
-    http_server.routes["/hook"] = Response(b"ok")
-    feeds = f'  - {{name: etag, url: "{http_server.url("/feed.rss")}"}}'
-    body = config_body(http_server, feeds=feeds)
-    older, rt = make_runtime(tmp_path, redis_url, body), make_runtime(tmp_path, redis_url, body)
-    feed = rt.settings.feeds[0]
+    rt, older, feed = _versioned_feed(tmp_path, redis_url, http_server, {"n": 1})
     assert poll_feed(older, feed).status == "new"
     drain(older)
     now = datetime.now(UTC)
@@ -261,10 +265,7 @@ def test_a_state_without_revision_is_not_trusted_from_memory(
     rt.redis.flushall()
     rt.clock = lambda: now + timedelta(hours=2)
     rt.polled_feeds.add(feed.name)  # as a scheduler that had polled it (a cold start cannot tell)
-    outcome = poll_feed(rt, feed)
-    assert (outcome.status, outcome.enqueued) == ("new", 1)
-    (job,) = rt.items_queue.get_jobs()
-    assert job.args[2] is True  # a baseline batch: recorded, not alerted
+    _assert_rebaselined(rt, feed, items=1)
 
 
 def test_max_age_records_old_items_without_alerting(

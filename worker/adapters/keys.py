@@ -19,6 +19,11 @@ METRICS_ITEMS = f"{PREFIX}:metrics:items"
 METRICS_DELIVERIES = f"{PREFIX}:metrics:deliveries"
 
 
+def delivery_counter(alert: str, channel: str, outcome: str) -> str:
+    """The field of METRICS_DELIVERIES that counts one alert, channel and outcome."""
+    return f"{alert}\x1f{channel}\x1f{outcome}"
+
+
 def seen(identity: str) -> str:
     """An item identity that was processed. TTL: dedupe.ttl, the promise of 'remembered for'."""
     return f"{PREFIX}:s:{identity}"

@@ -210,8 +210,8 @@ class Outbox:
         )
 
     def claim_many(self, deliveries: Sequence[Delivery], lease: timedelta) -> list[str | None]:
-        """claim() for a batch in one round trip: per delivery a token, None if it was already
-        sent, or "" while another worker holds it."""
+        """claim() for a batch in one round trip (a second reads the state of those not won):
+        per delivery a token, None if it was already sent, or "" while another worker holds it."""
         tokens = [uuid.uuid4().hex for _ in deliveries]
         with self.connection.pipeline(transaction=False) as pipe:
             for delivery, token in zip(deliveries, tokens, strict=True):
@@ -243,7 +243,7 @@ class Outbox:
 
     def mark_sent(self, delivery: Delivery) -> None:
         """Remember the delivery as sent, and count it for the metrics, in one round trip."""
-        counter = f"{delivery.alert}\x1f{delivery.channel}\x1fdelivered"
+        counter = keys.delivery_counter(delivery.alert, delivery.channel, "delivered")
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.set(keys.delivery_state(delivery.delivery_id), b"sent", ex=_seconds(self.remember_for))
             pipe.hincrby(keys.METRICS_DELIVERIES, counter, 1)
