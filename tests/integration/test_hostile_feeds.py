@@ -317,3 +317,27 @@ def test_permanent_redirects_move_the_feed_temporary_ones_do_not(
     poll_feed(rt, rt.settings.feed("away"), force=True)
     assert len(s.received("/old")) == 1  # the moved feed is polled at its new home only
     assert len(s.received("/away")) == 2
+
+
+def test_a_body_that_names_a_local_file_is_parsed_as_text_never_opened(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """feedparser treats a bytes or str argument as a file name or URL first: a feed answering
+    with a path must not make us read our own disk (or /dev/zero until memory runs out)."""
+    s = http_server
+    s.routes["/hook"] = Response(b"ok")
+    secret = tmp_path / "secret-feed.xml"
+    secret.write_bytes(rss([{"title": "DeepSeek TOP-SECRET local file", "guid": "local-1"}]))
+    for name, body in (("path", str(secret)), ("passwd", "/etc/passwd"), ("zero", "/dev/zero")):
+        s.routes[f"/{name}"] = Response(body.encode(), headers={"Content-Type": "application/rss+xml"})
+    s.routes["/good"] = Response(GOOD_RSS)
+    feeds = {name: s.url(f"/{name}") for name in ("path", "passwd", "zero", "good")}
+    rt = runtime_for(tmp_path, redis_url, feeds, s.url("/hook"))
+    for feed in rt.settings.feeds:
+        poll_feed(rt, feed)
+    drain(rt)
+    titles = [h.json()["data"]["item"]["title"] for h in s.received("/hook")]
+    assert titles == ["Grüße aus München: DeepSeek"]  # only the good feed's item
+    problems = errors(rt)
+    assert problems["good"] is None
+    assert all(problems[name] for name in ("path", "passwd", "zero")), problems

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import io
 import re
 import time
 from dataclasses import dataclass
@@ -60,9 +61,11 @@ def parse_feed(
     # re-parse every embedded HTML fragment) would be work for nothing: 2.3x the parse time.
     # Nor is it told the feed's address: with one, it resolves a base URI on every element
     # (a seventh of the parse); item links are resolved against the address here instead.
+    # A stream, never the bytes themselves: given bytes or a str, feedparser first tries them as
+    # a file name or URL, so a feed whose body is "/etc/passwd" would be read from our disk.
     headers = {"content-type": content_type} if content_type else {}
     parsed = feedparser.parse(
-        body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False
+        io.BytesIO(body), response_headers=headers, sanitize_html=False, resolve_relative_uris=False
     )
     if not parsed.entries and not parsed.feed.get("title") and not parsed.get("version"):
         raise FeedParseError(_not_a_feed_message(content_type, parsed))
