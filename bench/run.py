@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -236,9 +237,16 @@ channels:
         ).stdout  # fmt: skip
 
 
+def parsed_items(feed: str, body: bytes, url: str) -> list[Any]:
+    """A feed body's items, read the way a poll reads them."""
+    from worker.config import FeedConfig
+    from worker.sources import Page, read_items
+
+    return read_items(FeedConfig(name=feed, url=url), Page(url, body), datetime.now(UTC)).items
+
+
 def expected_alerts(feeds: FeedServer, n_feeds: int, alerts: list[tuple[str, str]]) -> int:
     """Ground truth from the same core the daemon uses, run here on the same bytes."""
-    from worker.adapters.feed_parse import parse_feed
     from worker.core.query import parse_query
     from worker.core.rules import AlertRule, RuleSet, classify
 
@@ -246,7 +254,7 @@ def expected_alerts(feeds: FeedServer, n_feeds: int, alerts: list[tuple[str, str
     seen: set[str] = set()
     total = 0
     for n in range(n_feeds):
-        for item in parse_feed(f"f{n}", feeds.bodies[f"/feed/{n}.xml"], feeds.url(n)).items:
+        for item in parsed_items(f"f{n}", feeds.bodies[f"/feed/{n}.xml"], feeds.url(n)):
             if item.id not in seen:
                 seen.add(item.id)
                 total += len(classify(item, rules).matches)
@@ -492,12 +500,10 @@ def main() -> int:
             nw, connection, n_feeds, interval=2.0, samples=min(40, n_feeds)
         )
 
-        from worker.adapters.feed_parse import parse_feed
-
         sample = [
             i
             for n in range(min(n_feeds, 40))
-            for i in parse_feed(f"f{n}", feeds.bodies[f"/feed/{n}.xml"], feeds.url(n)).items
+            for i in parsed_items(f"f{n}", feeds.bodies[f"/feed/{n}.xml"], feeds.url(n))
         ]
         results["match_items_per_s"] = {str(t): match_stage(t, sample) for t in (10, 1000, 10000)}
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,14 @@ def rss(items: list[dict[str, str]], title: str = "Test Feed") -> bytes:
         parts.append("</item>")
     parts.append("</channel></rss>")
     return "".join(parts).encode("utf-8")
+
+
+def feed_items(feed: str, body: bytes, url: str) -> list[Any]:
+    """The items of a feed body, as a poll of that feed would make them."""
+    from worker.config import FeedConfig
+    from worker.sources import Page, read_items
+
+    return read_items(FeedConfig(name=feed, url=url), Page(url, body), datetime.now(UTC)).items
 
 
 def write_config(path: Path, text: str) -> str:

@@ -15,17 +15,15 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import redis
-from rq import Worker
-from rq.registry import FailedJobRegistry
 
 from worker import channels, jobs, metrics, monitoring
-from worker.adapters import keys, queues
+from worker.adapters import keys, liveness, queues, rqcompat
 from worker.config import Config, FeedConfig
 from worker.core.errors import DeliveryError
 from worker.core.models import AlertMatch, Item, utc_iso
 from worker.core.render import deliveries_for
 from worker.core.rules import Classified
-from worker.pipeline import poll_feed, poll_threads
+from worker.polling import poll_feed, poll_threads
 from worker.runtime import Runtime, connect
 
 log = logging.getLogger("newswatch")
@@ -34,9 +32,9 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def scheduler(config: Config) -> int:
-    import scheduler as scheduler_module
+    from worker import scheduling
 
-    scheduler_module.run(connect(config))
+    scheduling.run(connect(config))
     return EXIT_OK
 
 
@@ -223,25 +221,18 @@ def test_alert(config: Config, channel: str) -> int:
 
 def replay_failed(config: Config, channel: str | None) -> int:
     rt = connect(config)
-    registry = FailedJobRegistry(queue=rt.deliveries_queue)
-    replayed = 0
-    failed_ids = registry.get_job_ids()
-    for job_id in with_progress(failed_ids, "replaying", len(failed_ids)):
-        job = rt.deliveries_queue.fetch_job(job_id)
-        if job is None:
-            continue
-        if channel and job.args and job.args[0].get("channel") != channel:
-            continue
-        # A replay gets the configured tries again. Same job id = same delivery id = same
-        # webhook-id / Message-ID, and the outbox still refuses to send what was once accepted.
-        job.retries_left = len(config.settings.delivery.retries) or None
-        job.retry_intervals = [
-            max(1, int(r.total_seconds())) for r in config.settings.delivery.retries
-        ] or None
-        job.save()
-        registry.requeue(job_id)
-        replayed += 1
-    print(f"replayed {replayed} failed deliveries" + (f" to channel {channel}" if channel else ""))
+    queue = rt.deliveries_queue
+    # A replay gets the configured tries again. Same job id = same delivery id = same
+    # webhook-id / Message-ID, and the outbox still refuses to send what was once accepted.
+    retries = [max(1, int(r.total_seconds())) for r in config.settings.delivery.retries]
+    failed = [
+        job
+        for job in rqcompat.failed_jobs(queue)
+        if not channel or (job.args and job.args[0].get("channel") == channel)
+    ]
+    for job in with_progress(failed, "replaying", len(failed)):
+        rqcompat.requeue_failed(queue, job, retries)
+    print(f"replayed {len(failed)} failed deliveries" + (f" to channel {channel}" if channel else ""))
     return EXIT_OK
 
 
@@ -249,13 +240,13 @@ def health(config: Config) -> int:
     rt = connect(config)
     problems = []
     try:
-        rt.redis.ping()
+        liveness.reachable(rt.redis)
     except Exception as e:  # any failure to reach Redis means unhealthy
         print(f"unhealthy: Redis unreachable ({e.__class__.__name__})")
         return EXIT_FAILURE
-    if not rt.redis.exists(keys.heartbeat("scheduler")):
+    if not liveness.alive(rt.redis, "scheduler"):
         problems.append("no scheduler heartbeat")
-    if not Worker.all(connection=rt.redis):
+    if not liveness.live_workers(rt.redis):
         problems.append("no live worker")
     if problems:
         print("unhealthy: " + "; ".join(problems))

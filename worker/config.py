@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from worker.core.errors import ConfigError, QuerySyntaxError
+from worker.core.poll import config_fingerprint
 from worker.core.query import parse_query, parse_term_list
 from worker.core.render import secret_key
 from worker.core.rules import AlertRule, RuleSet, TopicRule
@@ -105,8 +107,14 @@ class DeliverySettings(_Model):
 class FeedConfig(_Model):
     name: str = Field(min_length=1)
     url: HttpUrl
+    type: Literal["feed"] = "feed"  # which source adapter reads it (worker/sources)
     interval: Duration | None = None
     tags: list[str] = Field(default_factory=list)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Changes whenever the entry does (its name aside): a changed feed starts afresh."""
+        return config_fingerprint(self.model_dump(exclude={"name"}))
 
 
 class AlertConfig(_Model):

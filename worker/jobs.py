@@ -1,4 +1,5 @@
-"""The RQ job functions: thin, JSON-serialisable arguments, the work is in `worker.pipeline`.
+"""The RQ job functions: thin, JSON-serialisable arguments, the work is in `worker.pipeline`
+and `worker.delivery`.
 
 The process that runs the worker installs its Runtime with `install`; a job started without one
 (e.g. by a bare `rq worker`) builds it from $NEWSWATCH_CONFIG.
@@ -7,11 +8,11 @@ The process that runs the worker installs its Runtime with `install`; a job star
 from __future__ import annotations
 
 import logging
-import random
 from types import TracebackType
 from typing import Any
 
-from worker import metrics, pipeline
+from worker import delivery, metrics, pipeline
+from worker.adapters import rqcompat
 from worker.config import load_config
 from worker.core.errors import ClaimHeldError, DeliveryError, PermanentDeliveryError
 from worker.core.models import Delivery
@@ -40,9 +41,9 @@ def process_items(feed: str, items: list[dict[str, Any]], baseline: bool = False
     return pipeline.process_items(runtime(), feed, items, baseline)
 
 
-def deliver(delivery: dict[str, Any]) -> str:
-    tag(alert=delivery["alert"], channel=delivery["channel"])
-    return pipeline.deliver(runtime(), Delivery.from_dict(delivery))
+def deliver(data: dict[str, Any]) -> str:
+    tag(alert=data["alert"], channel=data["channel"])
+    return delivery.deliver(runtime(), Delivery.from_dict(data))
 
 
 def flush_digest(alert: str, channel: str, window_end: str) -> int:
@@ -59,29 +60,26 @@ def on_delivery_failure(
     alert, channel = _delivery_labels(job)
     report_job_failure(job, exc)
     if isinstance(exc, PermanentDeliveryError):
-        job.retries_left = 0
+        rqcompat.stop_retrying(job)
         log.error("job=%s alert=%s channel=%s delivery failed permanently: %s", job.id, alert, channel, exc)
         metrics.count_delivery(connection, alert, channel, "failed")
         return
     if isinstance(exc, ClaimHeldError):
-        # Waiting for another worker's claim to lapse is not a failed try: give back the one RQ
-        # is about to take, even if this was the last.
-        job.retries_left = (job.retries_left or 0) + 1
-        job.retry_intervals = job.retry_intervals or [1]
-    if not job.retries_left or not job.retry_intervals:
+        # Waiting for another worker's claim to lapse is not a failed try.
+        rqcompat.give_back_try(job)
+    left = rqcompat.retries_left(job)
+    if not left:
         log.error(
             "job=%s alert=%s channel=%s delivery failed, no tries left: %s", job.id, alert, channel, exc
         )
         metrics.count_delivery(connection, alert, channel, "failed")
         return
     metrics.count_delivery(connection, alert, channel, "retried")
-    index = max(len(job.retry_intervals) - job.retries_left, 0)
     retry_after = exc.retry_after if isinstance(exc, DeliveryError) else None
-    job.retry_intervals[index] = next_retry_delay(job.retry_intervals[index], retry_after, random.random())
-    log.warning(
-        "job=%s delivery failed, retry in %ss (%s tries left): %s",
-        job.id, job.retry_intervals[index], job.retries_left, exc,
-    )  # fmt: skip
+    configured = rqcompat.next_retry_wait(job)
+    wait = next_retry_delay(configured, retry_after, runtime().random())
+    rqcompat.set_next_retry_wait(job, wait)
+    log.warning("job=%s delivery failed, retry in %ss (%s tries left): %s", job.id, wait, left, exc)
 
 
 def on_items_failure(

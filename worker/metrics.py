@@ -16,7 +16,10 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from worker.adapters import keys, queues
+from worker.adapters import queues
+from worker.adapters.counters import count_delivery, read_counts
+
+__all__ = ["count_delivery", "error_kind", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +48,6 @@ def error_kind(message: str) -> str:
     return "other"
 
 
-def count_delivery(connection: redis.Redis, alert: str, channel: str, outcome: str) -> None:
-    """outcome: delivered, retried or failed."""
-    try:
-        connection.hincrby(keys.METRICS_DELIVERIES, keys.delivery_counter(alert, channel, outcome), 1)
-    except redis.RedisError:
-        log.debug("could not count a delivery outcome; Redis unavailable")
-
-
 class RedisCollector(Collector):
     """Worker counters and queue depths, read from Redis at scrape time."""
 
@@ -61,36 +56,31 @@ class RedisCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         try:
-            items = self.redis.hgetall(keys.METRICS_ITEMS)
-            deliveries = self.redis.hgetall(keys.METRICS_DELIVERIES)
-            counts = queues.queue_counts(self.redis)
+            counts = read_counts(self.redis)
+            depths = queues.queue_counts(self.redis)
         except redis.RedisError:
             return
         family = CounterMetricFamily(
             "newswatch_items", "Items processed, new or duplicate", labels=["feed", "kind"]
         )
-        for field, value in items.items():
-            family.add_metric(_labels(field), float(value))
+        for labels, value in counts.items.items():
+            family.add_metric(list(labels), value)
         yield family
         alerts = CounterMetricFamily(
             "newswatch_deliveries",
             "Alert deliveries by rule, channel and outcome",
             labels=["alert", "channel", "outcome"],
         )
-        for field, value in deliveries.items():
-            alerts.add_metric(_labels(field), float(value))
+        for labels, value in counts.deliveries.items():
+            alerts.add_metric(list(labels), value)
         yield alerts
         depth = GaugeMetricFamily(
             "newswatch_queue_jobs", "Jobs per queue and state", labels=["queue", "state"]
         )
-        for c in counts:
+        for c in depths:
             for state, number in (("queued", c.queued), ("started", c.started), ("failed", c.failed)):
                 depth.add_metric([c.name, state], number)
         yield depth
-
-
-def _labels(field: bytes | str) -> list[str]:
-    return (field.decode() if isinstance(field, bytes) else field).split("\x1f")
 
 
 def serve(port: int, bind: str, connection: redis.Redis) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 import sentry_sdk
 
 from worker import __version__
+from worker.adapters import rqcompat
 from worker.config import Config
 from worker.metrics import error_kind
 
@@ -63,9 +64,9 @@ def report_feed_error(feed: str, error: Exception, now: float | None = None) -> 
 def report_job_failure(job: Any, error: BaseException) -> None:
     """Failures RQ's integration does not see: a job abandoned by a dead worker, a work horse
     killed. Ordinary exceptions inside jobs reach Sentry through the integration already."""
-    name = error.__class__.__name__
-    if name not in ("AbandonedJobError", "WorkHorseKilled"):
+    if not rqcompat.died_with_its_worker(error):
         return
+    name = error.__class__.__name__
     with sentry_sdk.new_scope() as scope:
         scope.set_tag("job", getattr(job, "func_name", "unknown"))
         scope.set_context("job", {"id": getattr(job, "id", None), "origin": getattr(job, "origin", None)})

@@ -3,6 +3,7 @@ built once by the entry point and passed down (jobs reach it through `worker.job
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ class Runtime:
     config: Config
     redis: redis.Redis
     clock: Callable[[], datetime] = field(default=utc_now)
+    # Uniform in [0, 1): jitter of backoffs and retries. Tests pass their own.
+    random: Callable[[], float] = field(default=random.random)
     # Feeds this process has polled successfully: if one of them later has no state in Redis, the
     # seen-store was wiped under us and the next poll re-baselines instead of flooding alerts.
     polled_feeds: set[str] = field(default_factory=set)

@@ -19,7 +19,8 @@ from tests.integration.mail_servers import RecordingHandler, start_mail_server
 from worker import commands
 from worker.adapters import keys
 from worker.core.models import Delivery
-from worker.pipeline import deliver, deliver_inline, poll_feed
+from worker.delivery import deliver, deliver_new
+from worker.polling import poll_feed
 from worker.runtime import Runtime
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -169,11 +170,11 @@ channels:
 
 def _the_delivery(rt: Runtime) -> Delivery:
     """The one delivery the ONE feed causes, rebuilt the way the worker builds it (same id)."""
-    from worker.adapters.feed_parse import parse_feed
+    from tests.conftest import feed_items
     from worker.core.render import deliveries_for
     from worker.core.rules import classify
 
-    (item,) = parse_feed("news", rss(ONE), rt.settings.feeds[0].url).items
+    (item,) = feed_items("news", rss(ONE), rt.settings.feeds[0].url)
     (delivery,) = deliveries_for(classify(item, rt.config.rules), rt.clock())
     return delivery
 
@@ -453,6 +454,6 @@ def test_a_first_try_finds_a_delivery_already_sent_and_cancels_its_held_job(
         rt.outbox.enqueue(pipe, [delivery], hold_until=rt.clock() + timedelta(minutes=1))
         pipe.execute()
     rt.redis.set(keys.delivery_state("d-sent-before"), b"sent")  # its job got there first
-    deliver_inline(rt, [delivery])
+    deliver_new(rt, [delivery])
     assert http_server.received("/hook") == []
     assert ScheduledJobRegistry(queue=rt.deliveries_queue).get_job_ids() == []

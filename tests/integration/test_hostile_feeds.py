@@ -16,7 +16,7 @@ from tests.integration.helpers import drain, make_runtime
 from tests.integration.hostile import GOOD_RSS, HostileServer
 from worker.adapters.net import BlockedAddressError, GuardedBackend, blocked_reason
 from worker.commands import status_data
-from worker.pipeline import poll_feed
+from worker.polling import poll_feed
 from worker.runtime import Runtime
 
 

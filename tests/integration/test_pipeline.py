@@ -17,7 +17,8 @@ from worker.adapters import keys
 from worker.commands import status_data
 from worker.config import FeedConfig
 from worker.core.models import utc_iso
-from worker.pipeline import poll_feed, process_items
+from worker.pipeline import process_items
+from worker.polling import poll_feed
 from worker.runtime import Runtime
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -88,11 +89,10 @@ def test_processing_the_same_batch_twice_enqueues_deliveries_once(
 ) -> None:
     """What a worker killed after EXEC and retried (or an abandoned job re-run) would do."""
     rt = make_runtime(tmp_path, redis_url, config_body(feed_server))
-    from worker.adapters.feed_parse import parse_feed
+    from tests.conftest import feed_items
 
     items = [
-        i.to_dict()
-        for i in parse_feed("eulerpool", EULERPOOL_RSS.read_bytes(), "https://eulerpool.com/news").items
+        i.to_dict() for i in feed_items("eulerpool", EULERPOOL_RSS.read_bytes(), "https://eulerpool.com/news")
     ]
     assert process_items(rt, "eulerpool", items) == 7  # first tries made inline, held jobs cancelled
     assert process_items(rt, "eulerpool", items) == 0
@@ -108,12 +108,12 @@ def test_a_worker_killed_between_commit_and_first_try_loses_nothing(
 ) -> None:
     """The commit holds a job for every delivery; the worker's own first try is only a shortcut."""
     rt = make_runtime(tmp_path, redis_url, config_body(feed_server))
-    from worker.adapters.feed_parse import parse_feed
+    from tests.conftest import feed_items
     from worker.adapters.store import Candidate
     from worker.core.render import deliveries_for
     from worker.core.rules import classify
 
-    items = parse_feed("eulerpool", EULERPOOL_RSS.read_bytes(), "https://eulerpool.com/news").items
+    items = feed_items("eulerpool", EULERPOOL_RSS.read_bytes(), "https://eulerpool.com/news")
     now = rt.clock()
     candidates = [Candidate(i, tuple(deliveries_for(classify(i, rt.config.rules), now))) for i in items]
     rt.seen_store.commit_new("eulerpool", candidates, rt.outbox, now)  # ... and the worker dies here
@@ -308,6 +308,30 @@ def test_broken_feeds_are_reported_and_others_go_on(
     }
     poll_feed(rt, rt.settings.feed("gone"))
     assert len(feed_server.received("/gone")) == 1  # a disabled feed is not fetched again
+
+
+def test_a_fixed_feed_url_starts_afresh_without_waiting_out_the_old_backoff(
+    tmp_path: Path, redis_url: str, feed_server: LocalServer
+) -> None:
+    """Issue 17.5: a changed feed entry (here its URL) drops the old backoff and error count;
+    the feed keeps its count of items seen."""
+    feed_server.routes["/typo"] = Response(b"oops", status=500)
+
+    def runtime_with(path: str) -> Runtime:
+        feeds = f'  - {{name: eulerpool, url: "{feed_server.url(path)}"}}'
+        return make_runtime(tmp_path, redis_url, config_body(feed_server, feeds=feeds))
+
+    broken = runtime_with("/typo")
+    feed = broken.settings.feeds[0]
+    assert [poll_feed(broken, feed).status for _ in range(2)] == ["error", "waiting"]  # backing off
+    fixed = runtime_with("/eulerpool.rss")  # the user fixed the URL and restarted
+    outcome = poll_feed(fixed, fixed.settings.feeds[0])
+    assert outcome.status == "new" and outcome.error is None
+    (state,) = status_data(fixed)["feeds"]
+    assert state["error"] is None and state["error_count"] == 0
+    again = runtime_with("/typo")  # and back to the broken URL: a new episode, counted from one
+    assert poll_feed(again, again.settings.feeds[0]).status == "error"
+    assert status_data(again)["feeds"][0]["error_count"] == 1
 
 
 def test_webhook_retries_keep_the_same_id_and_410_stops(

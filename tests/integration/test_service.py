@@ -30,7 +30,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.integration.helpers import drain
-from worker.pipeline import poll_feed
+from worker.polling import poll_feed
 
 SECRET = "whsec_c2VjcmV0LXRoYXQtbXVzdC1uZXZlci1sZWFr"
 URL_PASSWORD = "url-pass-never-leaks-42"

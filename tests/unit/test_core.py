@@ -293,7 +293,7 @@ def test_poll_timing_backoff_and_politeness() -> None:
 
 
 def test_item_links_are_made_absolute_against_the_feed_and_only_http_kept() -> None:
-    from worker.adapters.feed_parse import parse_feed
+    from tests.conftest import feed_items
 
     body = (
         b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
@@ -302,7 +302,7 @@ def test_item_links_are_made_absolute_against_the_feed_and_only_http_kept() -> N
         b"<item><title>c</title><link>https://other.example/c</link></item>"
         b"</channel></rss>"
     )
-    items = parse_feed("f", body, "https://news.example/feed/rss").items
+    items = feed_items("f", body, "https://news.example/feed/rss")
     assert [i.link for i in items] == [
         "https://news.example/news/a?utm_source=rss",
         None,
@@ -313,7 +313,7 @@ def test_item_links_are_made_absolute_against_the_feed_and_only_http_kept() -> N
 
 def test_poll_threads_follow_the_hosts_that_can_be_fetched_at_once() -> None:
     from worker.config import FeedConfig
-    from worker.pipeline import PER_HOST_CONCURRENCY, POLL_THREADS, poll_threads
+    from worker.polling import PER_HOST_CONCURRENCY, POLL_THREADS, poll_threads
 
     def feeds(*urls: str) -> list[FeedConfig]:
         return [FeedConfig(name=f"f{n}", url=url) for n, url in enumerate(urls)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from worker.adapters.http_fetch import http_retry_after
 from worker.core.mail import SUBJECT_MAX, alert_email, subject_line
 from worker.core.models import Delivery
 from worker.core.outbox import AlertPolicy, digest_delivery, route, window_end
@@ -56,10 +55,13 @@ def test_retry_delay_jitter_and_retry_after() -> None:
     assert next_retry_delay(60, None, 1.0) == 72
     assert next_retry_delay(60, 3.2, 0.5) == 4
     assert next_retry_delay(60, 10**9, 0.5) == 86400
-    assert http_retry_after("120") == 120
-    assert http_retry_after("Sat, 28 Nov 2099 20:16:00 GMT")  # an HTTP date in the future
-    assert http_retry_after("Sat, 28 Nov 2000 20:16:00 GMT") == 0
-    assert http_retry_after("soon") is None
+    from worker.core.timing import retry_after_seconds
+
+    now = datetime(2026, 11, 28, 20, 0, tzinfo=UTC)
+    assert retry_after_seconds("120", now) == 120
+    assert retry_after_seconds("Sat, 28 Nov 2026 20:16:00 GMT", now) == 960  # an HTTP date ahead
+    assert retry_after_seconds("Sat, 28 Nov 2000 20:16:00 GMT", now) == 0
+    assert retry_after_seconds("soon", now) is None
 
 
 def test_subject_is_one_capped_line_without_encoded_words() -> None:

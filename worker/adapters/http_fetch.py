@@ -4,11 +4,9 @@ FetchError whose message a person understands."""
 
 from __future__ import annotations
 
-import time
 import zlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 import httpcore
@@ -17,6 +15,7 @@ import httpx
 from worker import __version__
 from worker.adapters.net import BlockedAddressError, GuardedBackend, deadline
 from worker.core.errors import FeedGoneError, FetchError
+from worker.core.timing import fresh_for_seconds, retry_after_seconds
 from worker.core.units import format_duration, format_size
 
 USER_AGENT = f"newswatch/{__version__} (+https://github.com/newswatch/newswatch)".encode()
@@ -106,9 +105,11 @@ def fetch(
     http: httpcore.ConnectionPool,
     url: str,
     limits: FetchLimits,
+    now: datetime,
     etag: str | None = None,
     last_modified: str | None = None,
 ) -> FetchResult:
+    """GET a document (conditionally, with validators); `now` reads Retry-After and Expires."""
     headers = [(b"User-Agent", USER_AGENT), (b"Accept", ACCEPT), (b"Accept-Encoding", b"gzip, deflate")]
     if etag:
         headers.append((b"If-None-Match", etag.encode("latin-1", "replace")))
@@ -130,7 +131,7 @@ def fetch(
                         hops.append(response.status)
                         current = str(httpx.URL(current).join(location))
                         continue
-                    _check_status(response.status, fields)
+                    _check_status(response.status, fields, now)
                     # Reading the (empty) 304 body ends the message, so the connection goes back
                     # to the pool; leaving it unread would close it and cost a new connection.
                     body = _read_capped(response, fields, limits.max_bytes)
@@ -154,15 +155,15 @@ def fetch(
         last_modified=fields.get("last-modified"),
         # Where a chain of 301/308 ended is the feed's new home; one 302 on the way makes it not.
         permanent_redirect=current if hops and all(h in (301, 308) for h in hops) else None,
-        fresh_for=_fresh_for(fields),
+        fresh_for=fresh_for_seconds(fields.get("cache-control"), fields.get("expires"), now),
     )
 
 
-def _check_status(status: int, headers: dict[str, str]) -> None:
+def _check_status(status: int, headers: dict[str, str], now: datetime) -> None:
     if status == 410:
         raise FeedGoneError("HTTP 410 Gone: feed disabled")
     if status in (429, 503):
-        retry_after = http_retry_after(headers.get("retry-after"))
+        retry_after = retry_after_seconds(headers.get("retry-after"), now)
         raise RetryLaterError(f"HTTP {status}", retry_after)
     if status >= 400:
         raise FetchError(f"HTTP {status}")
@@ -204,40 +205,6 @@ def _read_capped(response: httpcore.Response, headers: dict[str, str], max_bytes
     except zlib.error as e:
         raise FetchError("response body could not be decompressed") from e
     return b"".join(chunks)
-
-
-def http_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        return None
-    return max(0.0, moment.timestamp() - time.time())
-
-
-def _fresh_for(headers: dict[str, str]) -> float | None:
-    for directive in headers.get("cache-control", "").split(","):
-        name, _, value = directive.strip().partition("=")
-        if name.lower() in ("no-cache", "no-store"):
-            return None
-        if name.lower() == "max-age" and value.strip('"').isdigit():
-            return float(value.strip('"'))
-    expires = headers.get("expires")
-    if expires:
-        try:
-            moment = parsedate_to_datetime(expires)
-        except (TypeError, ValueError):
-            return None
-        if moment.tzinfo is not None:
-            return max(0.0, (moment - datetime.now(UTC)).total_seconds())
-    return None
 
 
 def _connect_message(error: httpcore.ConnectError, url: str) -> str:

@@ -18,11 +18,8 @@ from datetime import datetime, timedelta
 import redis
 from redis.client import Pipeline
 from rq import Callback, Queue, Retry
-from rq.job import Job, JobStatus
-from rq.registry import ScheduledJobRegistry
-from rq.results import Result
 
-from worker.adapters import keys
+from worker.adapters import keys, rqcompat
 from worker.adapters.queues import FAILURE_TTL, RESULT_TTL
 from worker.core.errors import ClaimHeldError
 from worker.core.models import Delivery, utc_iso
@@ -74,7 +71,7 @@ class Outbox:
         for alert, count in routing.sent_this_hour.items():
             pipe.set(keys.hourly_count(alert, hour), count, ex=int(timedelta(hours=2).total_seconds()))
         # The immediate deliveries get their job now, held back by one retry interval: the worker
-        # makes the first try itself right after this transaction (see pipeline.deliver_inline)
+        # makes the first try itself right after this transaction (see delivery.deliver_new)
         # and cancels the job when it succeeds. If the worker dies first, the job goes out.
         self.enqueue(pipe, routing.immediate, hold_until=now + self.inline_grace)
         scheduled: set[tuple[str, str, datetime]] = set()
@@ -117,41 +114,21 @@ class Outbox:
             if hold_until is None:
                 self.deliveries_queue.enqueue_job(job, pipeline=pipe)
             else:
-                schedule_job(self.deliveries_queue, job, hold_until, pipe)
+                rqcompat.schedule_job(self.deliveries_queue, job, hold_until, pipe)
 
     # --- after the worker's own first try ---------------------------------------------------------
 
     def cancel(self, delivery_ids: Sequence[str]) -> None:
         """The first try succeeded: the held jobs are not needed."""
-        if not delivery_ids:
-            return
-        registry = ScheduledJobRegistry(queue=self.deliveries_queue)  # type: ignore[no-untyped-call]
-        with self.connection.pipeline(transaction=False) as pipe:
-            for delivery_id in delivery_ids:
-                registry.remove(delivery_id, pipeline=pipe)
-                pipe.delete(Job.key_for(delivery_id))
-            pipe.execute()
+        rqcompat.drop_scheduled(self.deliveries_queue, delivery_ids)
 
     def retry_later(self, delivery: Delivery, at: datetime) -> None:
         """The first try failed: the held job becomes the first retry, at `at`, with one try less."""
-        key = Job.key_for(delivery.delivery_id)
-        registry = ScheduledJobRegistry(queue=self.deliveries_queue)  # type: ignore[no-untyped-call]
-        with self.connection.pipeline(transaction=False) as pipe:
-            pipe.hset(key, "retries_left", max(0, len(self.retries) - 1))
-            pipe.zadd(registry.key, {delivery.delivery_id: at.timestamp()}, xx=True)
-            pipe.execute()
+        rqcompat.reschedule(self.deliveries_queue, delivery.delivery_id, at, max(0, len(self.retries) - 1))
 
     def fail(self, delivery: Delivery, reason: str) -> None:
         """The first try failed for good: into the failed registry now, with its reason."""
-        job = self.deliveries_queue.fetch_job(delivery.delivery_id)
-        if job is None:
-            return
-        with self.connection.pipeline() as pipe:
-            ScheduledJobRegistry(queue=self.deliveries_queue).remove(job, pipeline=pipe)  # type: ignore[no-untyped-call]
-            job.set_status(JobStatus.FAILED, pipeline=pipe)
-            job.failed_job_registry.add(job, ttl=FAILURE_TTL, exc_string=reason, pipeline=pipe)
-            Result.create_failure(job, FAILURE_TTL, exc_string=reason, pipeline=pipe)
-            pipe.execute()
+        rqcompat.fail_scheduled(self.deliveries_queue, delivery.delivery_id, reason, FAILURE_TTL)
 
     def _schedule_flush(self, pipe: Pipeline, alert: str, channel: str, end: datetime) -> None:
         # The same id for the same window: scheduling it again for every held alert is harmless.
@@ -164,7 +141,7 @@ class Outbox:
             timeout=30,
             description=f"digest {alert} -> {channel} for the window ending {utc_iso(end)}",
         )
-        schedule_job(self.deliveries_queue, job, end, pipe)
+        rqcompat.schedule_job(self.deliveries_queue, job, end, pipe)
 
     # --- digests -------------------------------------------------------------------------------
 
@@ -248,19 +225,6 @@ class Outbox:
             pipe.set(keys.delivery_state(delivery.delivery_id), b"sent", ex=_seconds(self.remember_for))
             pipe.hincrby(keys.METRICS_DELIVERIES, counter, 1)
             pipe.execute()
-
-
-def schedule_job(queue: Queue, job: Job, at: datetime, pipe: Pipeline) -> None:
-    """Queue.schedule_job, every write inside `pipe`. RQ 2.x's own adds the job to the scheduled
-    registry with an immediate ZADD outside the pipeline given (ScheduledJobRegistry.schedule
-    ignores it): a round trip per delivery, and a registry entry that outlives an aborted
-    transaction. The rest is what RQ does: status, job hash, its TTL, the queue's registration."""
-    job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
-    job.save(pipeline=pipe)
-    job.cleanup(ttl=job.ttl, pipeline=pipe)
-    pipe.sadd(queue.redis_queues_keys, queue.key)
-    registry = ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
-    pipe.zadd(registry.key, {job.id: int(at.timestamp())})
 
 
 def _seconds(delta: timedelta) -> int:

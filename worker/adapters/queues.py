@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import redis
-from rq import Callback, Queue, Retry, SimpleWorker, Worker
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq import Callback, Queue, Retry
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
-from worker.adapters import keys
+from worker.adapters import keys, rqcompat
 from worker.core.models import Item
 
 ITEM_JOB = "worker.jobs.process_items"
@@ -28,35 +26,11 @@ FAILURE_TTL = int(timedelta(days=30).total_seconds())  # failed deliveries wait 
 # Recovery from a killed worker, deliberately fast. RQ keeps a running job's registry entry alive
 # for (its timeout + 60 s) in a simple worker, (monitoring interval + 60 s) in a forking one, and
 # looks for dead entries every 10 minutes by default; a SIGKILLed worker's batch would wait that
-# long. Here: entries live (timeout or monitoring interval) + 15 s, maintenance runs every 15 s.
+# long. Here: entries live (timeout or monitoring interval) + 15 s (rqcompat.HEARTBEAT_MARGIN),
+# maintenance runs every 15 s.
 JOB_MONITORING_INTERVAL = 5
-HEARTBEAT_MARGIN = 15
 MAINTENANCE_INTERVAL = 15
 WORKER_TTL = 60  # a worker that stops heartbeating leaves `Worker.all` (and `health`) after this
-
-
-class NewswatchWorker(SimpleWorker):
-    """The default: jobs run in the worker process itself. RQ's forking worker spends ~10 ms per
-    job on fork() and a fresh process (and our runtime's HTTP client and TLS context with it);
-    that caps deliveries at a few dozen per second and worker. The price is isolation: a job that
-    crashes the interpreter takes the worker with it (the supervisor or the container restarts
-    it, and the job is re-run as abandoned). Job timeouts still hold: RQ enforces them with
-    SIGALRM in the worker's main thread."""
-
-    def get_heartbeat_ttl(self, job: Any) -> int:
-        # No heartbeats during a job in a simple worker: the entry must outlive the job's timeout.
-        return int(job.timeout or JOB_TIMEOUT) + HEARTBEAT_MARGIN
-
-
-class NewswatchForkingWorker(Worker):
-    """`newswatch worker --fork`: every job in a forked work horse, for isolation over speed."""
-
-    def get_heartbeat_ttl(self, job: Any) -> int:
-        monitoring = int(self.job_monitoring_interval)
-        if job.timeout and job.timeout > 0:
-            remaining = int(job.timeout - self.current_job_working_time)
-            return min(remaining, monitoring) + HEARTBEAT_MARGIN
-        return monitoring + HEARTBEAT_MARGIN
 
 
 def worker(
@@ -66,7 +40,7 @@ def worker(
     work_horse_killed: Callable[..., None] | None = None,
     fork: bool = False,
 ) -> BaseWorker:
-    worker_class: type[BaseWorker] = NewswatchForkingWorker if fork else NewswatchWorker
+    worker_class: type[BaseWorker] = rqcompat.NewswatchForkingWorker if fork else rqcompat.NewswatchWorker
     return worker_class(
         [queue(connection, n) for n in names],
         connection=connection,
@@ -124,7 +98,5 @@ def queue_counts(connection: redis.Redis) -> list[QueueCounts]:
     counts = []
     for name in keys.QUEUES:
         q = queue(connection, name)
-        started = StartedJobRegistry(queue=q).count
-        failed = FailedJobRegistry(queue=q).count
-        counts.append(QueueCounts(name, q.count, started, failed))
+        counts.append(QueueCounts(name, q.count, rqcompat.started_count(q), rqcompat.failed_count(q)))
     return counts

@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import redis
 
 from worker.adapters import keys
 from worker.adapters.outbox import Outbox
+from worker.core.errors import NewswatchError
 from worker.core.identity import guid_tag, primary_identity
 from worker.core.models import Delivery, Item, parse_utc, utc_iso
+from worker.core.poll import FeedState, StateUpdate
 
 log = logging.getLogger(__name__)
 
@@ -117,51 +118,43 @@ def _first_of_each_story(candidates: Sequence[Candidate], present: set[str]) -> 
     return new
 
 
-@dataclass
-class FeedState:
-    """What we remember about one feed between polls."""
+def state_from_fields(data: dict[str, str], remembered: bool = False) -> FeedState:
+    """A FeedState from the strings of its hash. A field that does not read (written by hand, by
+    another version, or garbage) reads as unset rather than stopping the feed's polls."""
+    return FeedState(
+        url=data.get("url") or None,
+        etag=data.get("etag") or None,
+        last_modified=data.get("last_modified") or None,
+        body_hash=data.get("body_hash") or None,
+        last_poll=_moment(data.get("last_poll")),
+        last_success=_moment(data.get("last_success")),
+        next_poll=_moment(data.get("next_poll")),
+        error=data.get("error") or None,
+        error_count=_count(data.get("error_count")),
+        items_seen=_count(data.get("items_seen")),
+        disabled=data.get("disabled") == "1",
+        not_before=_moment(data.get("not_before")),
+        moved_from=data.get("moved_from") or None,
+        gone_url=data.get("gone_url") or None,
+        warning=data.get("warning") or None,
+        config=data.get("config") or None,
+        revision=data.get(_REVISION, ""),
+        remembered=remembered,
+    )
 
-    url: str | None = None  # where the feed now lives, when a permanent redirect moved it
-    etag: str | None = None
-    last_modified: str | None = None
-    body_hash: str | None = None
-    last_poll: datetime | None = None
-    last_success: datetime | None = None
-    next_poll: datetime | None = None
-    error: str | None = None
-    error_count: int = 0
-    items_seen: int = 0
-    disabled: bool = False
-    not_before: datetime | None = None  # backoff, Retry-After or cache lifetime: no poll before
-    moved_from: str | None = None  # the configured URL that answered with a permanent redirect
-    gone_url: str | None = None  # the URL that answered 410 Gone (disabled until the config changes)
-    warning: str | None = None  # something odd but not an error (e.g. GUID churn)
-    # A new random token with every write (see FeedStateStore); "" before the first.
-    revision: str = field(default="", compare=False)
-    # From this process's memory of its last read or write, not read from Redis just now.
-    remembered: bool = field(default=False, compare=False)
 
-    @classmethod
-    def from_fields(cls, data: dict[str, str], remembered: bool = False) -> FeedState:
-        return cls(
-            url=data.get("url") or None,
-            etag=data.get("etag") or None,
-            last_modified=data.get("last_modified") or None,
-            body_hash=data.get("body_hash") or None,
-            last_poll=parse_utc(data.get("last_poll")),
-            last_success=parse_utc(data.get("last_success")),
-            next_poll=parse_utc(data.get("next_poll")),
-            error=data.get("error") or None,
-            error_count=int(data.get("error_count") or 0),
-            items_seen=int(data.get("items_seen") or 0),
-            disabled=data.get("disabled") == "1",
-            not_before=parse_utc(data.get("not_before")),
-            moved_from=data.get("moved_from") or None,
-            gone_url=data.get("gone_url") or None,
-            warning=data.get("warning") or None,
-            revision=data.get(_REVISION, ""),
-            remembered=remembered,
-        )
+def _count(text: str | None) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0
+
+
+def _moment(text: str | None) -> datetime | None:
+    try:
+        return parse_utc(text)
+    except ValueError:
+        return None
 
 
 _REVISION = "rev"
@@ -179,15 +172,19 @@ return {1, revision}
 """
 
 
+class StaleStateError(NewswatchError):
+    """A feed's state moved on in Redis since it was read: the poll must start again from it."""
+
+
 class FeedStateStore:
     """Per-feed poll state in one hash per feed.
 
     The store remembers, per feed, the state as this process last read or wrote it. A poll can
     start from that memory instead of reading Redis, and make its write conditional on the
     revision it started from: an unchanged poll is then one round trip, not two. If anyone else
-    wrote in between (another process, a flushed Redis), the write is refused and the poll is
-    made again from the state Redis has (pipeline._poll). The status and the workers' counts
-    read and write Redis directly; only polls use the memory."""
+    wrote in between (another process, a flushed Redis), the write is refused with
+    StaleStateError and the poll is made again from the state Redis has (worker.polling). The
+    status and the workers' counts read and write Redis directly; only polls use the memory."""
 
     def __init__(self, connection: redis.Redis) -> None:
         self.redis = connection
@@ -199,7 +196,7 @@ class FeedStateStore:
         raw = self.redis.hgetall(keys.feed_state(feed))
         fields = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}  # type: ignore[union-attr]
         self._known[feed] = fields
-        return FeedState.from_fields(fields)
+        return state_from_fields(fields)
 
     def get_remembered(self, feed: str) -> FeedState:
         """The state as this process last read or wrote it (it may have moved on in Redis since),
@@ -208,32 +205,22 @@ class FeedStateStore:
         fields = self._known.get(feed)
         if fields is None or not fields.get(_REVISION):
             return self.get(feed)
-        return FeedState.from_fields(fields, remembered=True)
+        return state_from_fields(fields, remembered=True)
 
-    def is_current(self, feed: str, state: FeedState) -> bool:
-        """Whether Redis still holds the revision `state` was read at."""
+    def ensure_current(self, feed: str, state: FeedState) -> None:
+        """Raise StaleStateError unless Redis still holds the revision `state` was read at."""
         if not state.remembered:
-            return True
+            return
         revision = self.redis.hget(keys.feed_state(feed), _REVISION)
-        if (revision or b"").decode() == state.revision:  # type: ignore[union-attr]
-            return True
-        self._known.pop(feed, None)
-        return False
+        if (revision or b"").decode() != state.revision:  # type: ignore[union-attr]
+            self._known.pop(feed, None)
+            raise StaleStateError(f"feed={feed}: state changed under the poll")
 
-    def update(self, feed: str, expect: FeedState | None = None, **values: Any) -> bool:
-        """Set fields; None clears a field (stored empty, so a write is one command). Datetimes
-        are stored as ISO UTC. With `expect`, only if Redis still holds the revision that state
-        was read at: False (nothing written) when it does not."""
-        to_set: dict[str, str] = {}
-        for name, value in values.items():
-            if value is None:
-                to_set[name] = ""
-            elif isinstance(value, datetime):
-                to_set[name] = utc_iso(value)
-            elif isinstance(value, bool):
-                to_set[name] = "1" if value else "0"
-            else:
-                to_set[name] = str(value)
+    def write(self, feed: str, update: StateUpdate, expect: FeedState | None = None) -> None:
+        """Write the update's fields (None is stored empty, so a write is one command;
+        datetimes as ISO UTC). With `expect`, only if Redis still holds the revision that
+        state was read at; StaleStateError (nothing written) when it does not."""
+        to_set = {name: _field_text(value) for name, value in update.values().items()}
         revision = secrets.token_hex(8)
         arguments = ["*" if expect is None else expect.revision, revision]
         for name, text in to_set.items():
@@ -244,4 +231,15 @@ class FeedStateStore:
             self._known[feed] = known | to_set | {_REVISION: revision}
         else:  # refused, or someone else wrote in between: the whole state is no longer known here
             self._known.pop(feed, None)
-        return bool(written)
+        if not written:
+            raise StaleStateError(f"feed={feed}: state changed under the poll")
+
+
+def _field_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return utc_iso(value)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpcore
 import httpx
@@ -11,7 +12,6 @@ import httpx
 from worker.adapters.http_fetch import (
     TRANSPORT_ERRORS,
     USER_AGENT,
-    http_retry_after,
     request_url,
     response_headers,
     timeouts,
@@ -20,6 +20,7 @@ from worker.adapters.net import deadline
 from worker.core.errors import DeliveryError, PermanentDeliveryError
 from worker.core.models import Delivery
 from worker.core.render import webhook_body, webhook_signature
+from worker.core.timing import retry_after_seconds
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,11 @@ def send_webhook(
     secret: str | None,
     delivery: Delivery,
     timeout: float,
+    now: datetime,
     extra_headers: dict[str, str] | None = None,
 ) -> SendOutcome:
     body = webhook_body(delivery.payload)
-    timestamp = int(time.time())  # fresh per try, as Standard Webhooks expects
+    timestamp = int(now.timestamp())  # fresh per try, as Standard Webhooks expects
     headers = {
         **(extra_headers or {}),
         "Content-Type": "application/json",
@@ -75,7 +77,7 @@ def send_webhook(
         )
     if not 200 <= status < 300:
         answer = response_headers(response)
-        retry_after = http_retry_after(answer.get("retry-after")) if status in (429, 503) else None
+        retry_after = retry_after_seconds(answer.get("retry-after"), now) if status in (429, 503) else None
         raise DeliveryError(f"webhook {delivery.channel}: HTTP {status}", retry_after=retry_after)
     return SendOutcome(status, elapsed, f"HTTP {status}")
 

@@ -4,7 +4,8 @@ passes the random number, so tests see exact schedules."""
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 MAX_ERROR_BACKOFF = timedelta(hours=6)
 MAX_POLITE_WAIT = timedelta(days=1)
@@ -42,3 +43,34 @@ def next_retry_delay(configured: int, retry_after: float | None, unit_random: fl
     if retry_after is not None:
         return max(1, min(math.ceil(retry_after), MAX_RETRY_AFTER))
     return max(1, round(configured * (0.8 + 0.4 * unit_random)))
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """An HTTP Retry-After as seconds from now: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    moment = _http_date(value)
+    return None if moment is None else max(0.0, (moment - now).total_seconds())
+
+
+def fresh_for_seconds(cache_control: str | None, expires: str | None, now: datetime) -> float | None:
+    """How long a response says it stays fresh: Cache-Control max-age, else Expires."""
+    for directive in (cache_control or "").split(","):
+        name, _, value = directive.strip().partition("=")
+        if name.lower() in ("no-cache", "no-store"):
+            return None
+        if name.lower() == "max-age" and value.strip('"').isdigit():
+            return float(value.strip('"'))
+    moment = _http_date(expires) if expires else None
+    return None if moment is None else max(0.0, (moment - now).total_seconds())
+
+
+def _http_date(value: str) -> datetime | None:
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment if moment.tzinfo is not None else None

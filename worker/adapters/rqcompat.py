@@ -1,0 +1,183 @@
+"""Every use of RQ beyond its public enqueue-and-work API, in one place.
+
+newswatch writes RQ's keys inside its own transactions, edits jobs' retry fields, moves jobs
+between registries and tunes worker heartbeats. None of that is RQ's stable API, so each use
+lives here, as one small function, with a contract test (tests/integration/test_rqcompat.py)
+that fails loudly when an RQ upgrade changes what it relies on. Nothing else in newswatch
+touches RQ's registries, job hash fields or worker internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+from rq import Queue, SimpleWorker, Worker
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.results import Result
+
+# A job's registry entry outlives its expected end by this much (see NewswatchWorker).
+HEARTBEAT_MARGIN = 15
+# Jobs carry their own timeout (the queue's default fills it in); this is only a safety net.
+FALLBACK_JOB_TIMEOUT = 300
+# The names RQ gives the exceptions it hands to on_failure for jobs whose worker died.
+DEAD_WORKER_ERRORS = ("AbandonedJobError", "WorkHorseKilled")
+
+
+def schedule_job(queue: Queue, job: Job, at: datetime, pipe: Pipeline) -> None:
+    """Queue.schedule_job, every write inside `pipe`. RQ 2.x's own adds the job to the scheduled
+    registry with an immediate ZADD outside the pipeline given (ScheduledJobRegistry.schedule
+    ignores it): a round trip per delivery, and a registry entry that outlives an aborted
+    transaction. The rest is what RQ does: status, job hash, its TTL, the queue's registration."""
+    job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
+    job.save(pipeline=pipe)
+    job.cleanup(ttl=job.ttl, pipeline=pipe)
+    pipe.sadd(queue.redis_queues_keys, queue.key)
+    pipe.zadd(_scheduled(queue).key, {job.id: int(at.timestamp())})
+
+
+def reschedule(queue: Queue, job_id: str, at: datetime, retries_left: int) -> None:
+    """A scheduled job runs at `at` instead, with `retries_left` tries after that one."""
+    with queue.connection.pipeline(transaction=False) as pipe:
+        pipe.hset(Job.key_for(job_id), "retries_left", retries_left)
+        pipe.zadd(_scheduled(queue).key, {job_id: at.timestamp()}, xx=True)
+        pipe.execute()
+
+
+def drop_scheduled(queue: Queue, job_ids: Sequence[str]) -> None:
+    """Scheduled jobs that are no longer needed: out of the registry, their hashes deleted."""
+    if not job_ids:
+        return
+    registry = _scheduled(queue)
+    with queue.connection.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            registry.remove(job_id, pipeline=pipe)
+            pipe.delete(Job.key_for(job_id))
+        pipe.execute()
+
+
+def fail_scheduled(queue: Queue, job_id: str, reason: str, ttl: int) -> bool:
+    """A scheduled job into the failed registry now, with `reason` as its exception text (what
+    rq-dashboard and replay-failed show). False when the job no longer exists."""
+    job = queue.fetch_job(job_id)
+    if job is None:
+        return False
+    with queue.connection.pipeline() as pipe:
+        _scheduled(queue).remove(job, pipeline=pipe)
+        job.set_status(JobStatus.FAILED, pipeline=pipe)
+        job.failed_job_registry.add(job, ttl=ttl, exc_string=reason, pipeline=pipe)
+        Result.create_failure(job, ttl, exc_string=reason, pipeline=pipe)
+        pipe.execute()
+    return True
+
+
+def failed_jobs(queue: Queue) -> list[Job]:
+    """The jobs in the queue's failed registry (those still stored)."""
+    ids = FailedJobRegistry(queue=queue).get_job_ids()
+    return [
+        job for job in Job.fetch_many(ids, connection=queue.connection, serializer=queue.serializer) if job
+    ]
+
+
+def failure_reason(job: Job) -> str | None:
+    """The exception text a failed job was stored with (its last line: the message)."""
+    result = job.latest_result()
+    text = result.exc_string if result is not None else None
+    return text.strip().splitlines()[-1] if text and text.strip() else None
+
+
+def requeue_failed(queue: Queue, job: Job, retry_intervals: Sequence[int]) -> None:
+    """A failed job back on its queue, same id, with the given retries again."""
+    job.retries_left = len(retry_intervals) or None
+    job.retry_intervals = list(retry_intervals) or None
+    job.save()
+    FailedJobRegistry(queue=queue).requeue(job.id)
+
+
+# --- inside on_failure callbacks: RQ reads these fields right after the callback returns ------
+
+
+def stop_retrying(job: Any) -> None:
+    """The failure is permanent: RQ moves the job to the failed registry instead of retrying."""
+    job.retries_left = 0
+
+
+def give_back_try(job: Any) -> None:
+    """This failure does not count as a try (RQ is about to take one), even if it was the last."""
+    job.retries_left = (job.retries_left or 0) + 1
+    job.retry_intervals = job.retry_intervals or [1]
+
+
+def retries_left(job: Any) -> int:
+    return int(job.retries_left or 0) if job.retry_intervals else 0
+
+
+def next_retry_wait(job: Any) -> int:
+    """The configured wait, in seconds, before the retry RQ is about to schedule."""
+    return int(job.retry_intervals[_retry_index(job)])
+
+
+def set_next_retry_wait(job: Any, seconds: int) -> None:
+    """Change the wait before the retry RQ is about to schedule (jitter, Retry-After)."""
+    job.retry_intervals[_retry_index(job)] = seconds
+
+
+def _retry_index(job: Any) -> int:
+    # RQ takes retry_intervals[len - retries_left] (Job.get_retry_interval).
+    count = len(job.retry_intervals)
+    return min(max(count - int(job.retries_left), 0), count - 1)
+
+
+def died_with_its_worker(error: BaseException) -> bool:
+    """RQ's exception for a job whose worker died while running it (abandoned, or killed)."""
+    return error.__class__.__name__ in DEAD_WORKER_ERRORS
+
+
+# --- registries and workers, for status, metrics and health ---------------------------------
+
+
+def started_count(queue: Queue) -> int:
+    return int(StartedJobRegistry(queue=queue).count)
+
+
+def scheduled_count(queue: Queue) -> int:
+    return int(_scheduled(queue).count)
+
+
+def failed_count(queue: Queue) -> int:
+    return int(FailedJobRegistry(queue=queue).count)
+
+
+def live_workers(connection: redis.Redis) -> int:
+    return len(Worker.all(connection=connection))
+
+
+class NewswatchWorker(SimpleWorker):
+    """The default: jobs run in the worker process itself. RQ's forking worker spends ~10 ms per
+    job on fork() and a fresh process (and our runtime's HTTP client and TLS context with it);
+    that caps deliveries at a few dozen per second and worker. The price is isolation: a job that
+    crashes the interpreter takes the worker with it (the supervisor or the container restarts
+    it, and the job is re-run as abandoned)."""
+
+    def get_heartbeat_ttl(self, job: Any) -> int:
+        # No heartbeats during a job in a simple worker: the entry must outlive the job's timeout.
+        return int(job.timeout or FALLBACK_JOB_TIMEOUT) + HEARTBEAT_MARGIN
+
+
+class NewswatchForkingWorker(Worker):
+    """`newswatch worker --fork`: every job in a forked work horse, for isolation over speed."""
+
+    def get_heartbeat_ttl(self, job: Any) -> int:
+        monitoring = int(self.job_monitoring_interval)
+        if job.timeout and job.timeout > 0:
+            remaining = int(job.timeout - self.current_job_working_time)
+            return min(remaining, monitoring) + HEARTBEAT_MARGIN
+        return monitoring + HEARTBEAT_MARGIN
+
+
+def _scheduled(queue: Queue) -> ScheduledJobRegistry:
+    return ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]

@@ -1,0 +1,73 @@
+"""From what a source found to an Item: one function for every source type (SPEC §4, §8).
+
+A source adapter (worker/sources/) turns fetched bytes into RawEntry values: the text as the
+source wrote it (HTML allowed), links perhaps relative, dates as text or as the source's own
+parsed datetime, categories perhaps combined ("Finanzen / KI / DeepSeek"). `make_item` does the
+rest the same way for all of them: absolute http(s) links, the canonical link, plain text,
+split categories, the publication date, and the item's identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urljoin, urlsplit
+
+from worker.core.dates import DateCandidate, first_date
+from worker.core.identity import link_identity, primary_identity, story_id
+from worker.core.links import canonical_link
+from worker.core.models import Item
+from worker.core.text import html_to_text
+from worker.core.topics import split_categories
+
+
+@dataclass(frozen=True)
+class RawEntry:
+    """One entry as a source found it, before normalisation."""
+
+    title: str = ""  # may hold HTML and entities
+    link: str | None = None  # may be relative to the page or feed it was found on
+    guid: str | None = None
+    summary: str = ""  # HTML or plain text
+    content: tuple[str, ...] = ()  # further HTML/text bodies (a feed's <content>, an article's text)
+    categories: tuple[str, ...] = ()  # as written; combined lists are split by make_item
+    dates: tuple[DateCandidate, ...] = ()  # in order of preference: published, updated, created
+
+
+def absolute_link(raw: str | None, base_url: str) -> str | None:
+    """The link made absolute against the address it was found at; only http(s) links are
+    kept, so no javascript: link reaches an alert."""
+    link = (raw or "").strip()
+    if not link:
+        return None
+    if link.startswith(("http://", "https://")):
+        return link
+    link = urljoin(base_url, link)
+    return link if urlsplit(link).scheme in ("http", "https") else None
+
+
+def make_item(raw: RawEntry, feed: str, base_url: str, now: datetime) -> Item:
+    guid = (raw.guid or "").strip() or None
+    link = absolute_link(raw.link, base_url)
+    title = html_to_text(raw.title)
+    summary = html_to_text(raw.summary)
+    published = first_date(raw.dates, now)
+    canonical = canonical_link(link)
+    primary = primary_identity(feed, guid, link, title, published)
+    return Item(
+        feed=feed,
+        guid=guid,
+        link=link,
+        canonical_link=canonical,
+        title=title,
+        summary=summary,
+        content=_content_text(raw.content, summary),
+        categories=split_categories(raw.categories),
+        published=published,
+        id=story_id(primary, link_identity(canonical)),
+    )
+
+
+def _content_text(bodies: tuple[str, ...], summary: str) -> str:
+    parts = [html_to_text(body) for body in bodies]
+    return " ".join(p for p in parts if p and p != summary)

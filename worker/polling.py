@@ -1,0 +1,211 @@
+"""Polling, scheduler side: fetch -> read the source -> decide -> pre-filter -> enqueue.
+
+What a poll means for a feed's state is decided in worker.core.poll; this module does the
+I/O around it. A poll starts from the feed's state as this process last wrote it, and makes
+its writes conditional on that state still being current: an unchanged poll is then one Redis
+round trip. If the state moved on (another process polled, Redis was flushed), the store
+raises StaleStateError and the poll is made again from the state Redis has now; a flushed
+Redis is thus noticed on the next poll.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from worker import metrics
+from worker.adapters.http_fetch import FetchLimits, FetchResult, RetryLaterError, fetch, request_url
+from worker.adapters.queues import enqueue_item_batches
+from worker.adapters.store import Candidate, StaleStateError
+from worker.config import FeedConfig
+from worker.core.errors import FeedGoneError, FeedParseError, FetchError
+from worker.core.poll import (
+    Failure,
+    FeedState,
+    Fetched,
+    PollPlan,
+    after_failure,
+    after_success,
+    guid_churn,
+    plan_poll,
+    rebaseline,
+)
+from worker.core.units import format_duration
+from worker.monitoring import report_feed_error
+from worker.runtime import Runtime
+from worker.sources import Page, ParsedItems, read_items
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    feed: str
+    status: str  # "new", "unchanged", "error", "disabled", "waiting"
+    items: int = 0  # items in the feed
+    enqueued: int = 0  # items not seen before, sent to workers
+    error: str | None = None
+
+
+# At most this many fetches run against one host at a time (scheduler threads wait their turn).
+PER_HOST_CONCURRENCY = 2
+_host_slots: dict[bytes, threading.BoundedSemaphore] = defaultdict(
+    lambda: threading.BoundedSemaphore(PER_HOST_CONCURRENCY)
+)
+# At most this many polls run at once in one process: fetches overlap while others wait on the
+# network. The scheduler and `newswatch poll` size their thread pools with poll_threads().
+POLL_THREADS = 8
+# Polls of one feed made again because its state moved on under them, before giving up the
+# conditional writes (another process writing the same feed's state at the very same time).
+_STALE_STATE_RETRIES = 2
+
+
+def poll_threads(feeds: Sequence[FeedConfig]) -> int:
+    """Threads worth having for these feeds. Each host takes PER_HOST_CONCURRENCY fetches at a
+    time, so threads beyond that only wait, and contend for the GIL: for 200 feeds on one host,
+    8 threads cost 1.7 ms of CPU per unchanged poll where 2 cost 1.3 (docs/performance.md)."""
+    hosts = {request_url(feed.url).host for feed in feeds}
+    return max(1, min(POLL_THREADS, PER_HOST_CONCURRENCY * len(hosts)))
+
+
+def poll_feed(
+    rt: Runtime, feed: FeedConfig, force: bool = False, next_poll: datetime | None = None
+) -> PollOutcome:
+    """Poll one feed once. Never raises for feed problems: they are recorded in the feed's state.
+    `force` polls even while a backoff or cache lifetime says to wait (`newswatch poll`);
+    `next_poll` (the scheduler's next run) is stored with the poll's own state write."""
+    for attempt in range(_STALE_STATE_RETRIES + 1):
+        states = rt.feed_states
+        state = states.get_remembered(feed.name) if attempt == 0 else states.get(feed.name)
+        try:
+            outcome = _poll_from(rt, feed, state, force, next_poll, attempt < _STALE_STATE_RETRIES)
+        except StaleStateError:
+            log.debug("feed=%s state changed under the poll; polling again from Redis's", feed.name)
+            continue
+        metrics.POLLS.labels(feed.name, outcome.status).inc()
+        return outcome
+    raise AssertionError("the last attempt writes unconditionally")  # pragma: no cover
+
+
+def _poll_from(
+    rt: Runtime,
+    feed: FeedConfig,
+    state: FeedState,
+    force: bool,
+    next_poll: datetime | None,
+    conditional: bool,
+) -> PollOutcome:
+    """One poll from `state`. Raises StaleStateError, having done nothing that matters (at most
+    a fetch whose result is thrown away), when that state is no longer the one in Redis."""
+    now = rt.clock()
+    plan = plan_poll(state, feed.url, feed.fingerprint, now, force)
+    expect = state if conditional else None
+    if plan.action != "fetch":
+        # Polls that end here write nothing; they must not end on a memory Redis no longer shares.
+        rt.feed_states.ensure_current(feed.name, state)
+        return PollOutcome(
+            feed.name, "disabled" if plan.action == "disabled" else "waiting", error=state.error
+        )
+    interval = rt.settings.feed_interval(feed)
+    try:
+        result, body_hash, parsed = _fetch_and_read(rt, feed, plan)
+    except (FetchError, FeedParseError) as e:
+        retry_after = e.retry_after if isinstance(e, RetryLaterError) else None
+        failure = Failure(str(e), isinstance(e, FeedGoneError), retry_after)
+        update, wait = after_failure(plan, failure, now, interval, rt.random(), next_poll)
+        rt.feed_states.write(feed.name, update, expect)
+        _report_failure(feed, e, update.error_count, wait)
+        return PollOutcome(feed.name, "error", error=str(e))
+    fetched = Fetched(
+        changed=parsed is not None,
+        permanent_redirect=result.permanent_redirect,
+        fresh_for=result.fresh_for,
+        ttl_minutes=parsed.ttl_minutes if parsed else None,
+        etag=result.etag,
+        last_modified=result.last_modified,
+        body_hash=body_hash,
+    )
+    if fetched.permanent_redirect and fetched.permanent_redirect != plan.url:
+        log.warning(
+            "feed=%s moved permanently; polling %s from now on",
+            feed.name,
+            rt.config.redact(fetched.permanent_redirect),
+        )
+    if parsed is None:  # 304 or the same body as last time
+        rt.feed_states.write(feed.name, after_success(plan, fetched, now, interval, next_poll), expect)
+        return PollOutcome(feed.name, "unchanged")
+    return _enqueue_new(rt, feed, plan, fetched, parsed, next_poll)
+
+
+def _enqueue_new(
+    rt: Runtime,
+    feed: FeedConfig,
+    plan: PollPlan,
+    fetched: Fetched,
+    parsed: ParsedItems,
+    next_poll: datetime | None,
+) -> PollOutcome:
+    """Queue the items not seen before, then store the validators: if Redis fails in between,
+    the next poll fetches and queues the same body again instead of skipping it."""
+    # New items are queued on the strength of this state (baseline or not, what is new): it
+    # must be the state in Redis, not only this process's memory of it.
+    rt.feed_states.ensure_current(feed.name, plan.state)
+    items = parsed.items
+    baseline = rebaseline(plan.state, feed.name in rt.polled_feeds)
+    if baseline:
+        log.warning(
+            "feed=%s its state in Redis is gone (flushed, or a new volume): re-baselining — the %d items "
+            "in the feed now are recorded, not alerted", feed.name, len(items),
+        )  # fmt: skip
+    found = rt.seen_store.lookup([Candidate(item) for item in items])
+    fresh = [c.item for c in found.fresh]
+    enqueue_item_batches(rt.items_queue, feed.name, fresh, rt.settings.polling.batch_size, baseline)
+    churn = guid_churn(found.guid_churn, len(items))
+    now, interval = rt.clock(), rt.settings.feed_interval(feed)
+    rt.feed_states.write(feed.name, after_success(plan, fetched, now, interval, next_poll, churn))
+    rt.polled_feeds.add(feed.name)
+    log.info("feed=%s polled: %d items, %d new to process", feed.name, len(items), len(fresh))
+    return PollOutcome(feed.name, "new", len(items), len(fresh))
+
+
+def _fetch_and_read(
+    rt: Runtime, feed: FeedConfig, plan: PollPlan
+) -> tuple[FetchResult, str | None, ParsedItems | None]:
+    """Fetch (one slot per host) and read: the result, the body's hash, and the items, or None
+    when nothing changed (304, or the same body as last time)."""
+    polling = rt.settings.polling
+    limits = FetchLimits(polling.timeout.total_seconds(), polling.max_bytes, polling.max_redirects)
+    state = plan.state
+    with _host_slots[request_url(plan.url).host], metrics.FETCH_SECONDS.labels(feed.name).time():
+        result = fetch(rt.http, plan.url, limits, rt.clock(), state.etag, state.last_modified)
+    metrics.BYTES.labels(feed.name).inc(len(result.body))
+    if result.not_modified:
+        metrics.NOT_MODIFIED.labels(feed.name).inc()
+        return result, state.body_hash, None
+    body_hash = hashlib.sha256(result.body).hexdigest()
+    if body_hash == state.body_hash:
+        return result, body_hash, None
+    page = Page(result.url, result.body, result.content_type)
+    return result, body_hash, read_items(feed, page, rt.clock())
+
+
+def _report_failure(
+    feed: FeedConfig, error: FetchError | FeedParseError, count: int, wait: timedelta
+) -> None:
+    metrics.FETCH_ERRORS.labels(feed.name, metrics.error_kind(str(error))).inc()
+    report_feed_error(feed.name, error)
+    log.warning(
+        "feed=%s poll failed (%d in a row, next try in %s): %s", feed.name, count, _short(wait), error
+    )
+
+
+def _short(wait: timedelta) -> str:
+    return format_duration(timedelta(seconds=round(wait.total_seconds())))
+
+
+__all__ = ["PollOutcome", "RetryLaterError", "poll_feed", "poll_threads"]
