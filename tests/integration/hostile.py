@@ -3,7 +3,9 @@ behaviour; the server answers on 127.0.0.1 only and stops with the test."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import socket
 import socketserver
 import threading
@@ -11,7 +13,9 @@ import time
 import zlib
 from collections.abc import Callable
 
-Behaviour = Callable[[socket.socket], None]
+# A behaviour gets the connection and a tally to report each byte it got out before the client
+# hung up (the drips: how long the client really listened).
+Behaviour = Callable[[socket.socket, Callable[[int], None]], None]
 
 GOOD_RSS = (
     "<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel><title>ok</title>"
@@ -26,47 +30,55 @@ def _headers(status: str = "200 OK", extra: str = "", content_length: int | None
     return (head + "\r\n").encode()
 
 
-def drip_body(sock: socket.socket) -> None:
+def drip_body(sock: socket.socket, sent: Callable[[int], None]) -> None:
     sock.sendall(_headers(content_length=10_000))
     for _ in range(60):
         sock.sendall(b"<")
+        sent(1)
         time.sleep(1)
 
 
-def drip_headers(sock: socket.socket) -> None:
+def drip_headers(sock: socket.socket, sent: Callable[[int], None]) -> None:
     for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100:
         sock.sendall(bytes([byte]))
+        sent(1)
         time.sleep(1)
 
 
-def silent(sock: socket.socket) -> None:
+def silent(sock: socket.socket, sent: Callable[[int], None]) -> None:
     time.sleep(60)
 
 
-def huge_without_length(sock: socket.socket) -> None:
+def huge_without_length(sock: socket.socket, sent: Callable[[int], None]) -> None:
     sock.sendall(_headers())
     chunk = b"<!-- " + b"x" * 65_000 + b" -->"
     for _ in range(200):  # ~13 MB, far past the cap
         sock.sendall(chunk)
 
 
-def lying_length(sock: socket.socket) -> None:
+def lying_length(sock: socket.socket, sent: Callable[[int], None]) -> None:
     sock.sendall(_headers(content_length=len(GOOD_RSS)))
     sock.sendall(GOOD_RSS + b"x" * 3_000_000)  # more than announced: must be ignored, not read
 
 
-def gzip_bomb(sock: socket.socket) -> None:
+@functools.cache
+def _bomb() -> bytes:
+    """200 MB of gzip in ~200 KB, made once: compressing it takes the server a second of CPU."""
     compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    body = compressor.compress(b"<rss>" + b" " * 200_000_000) + compressor.flush()  # 200 MB -> ~200 KB
+    return compressor.compress(b"<rss>" + b" " * 200_000_000) + compressor.flush()
+
+
+def gzip_bomb(sock: socket.socket, sent: Callable[[int], None]) -> None:
+    body = _bomb()
     sock.sendall(_headers(extra="Content-Encoding: gzip\r\n", content_length=len(body)))
     sock.sendall(body)
 
 
-def reset(sock: socket.socket) -> None:
+def reset(sock: socket.socket, sent: Callable[[int], None]) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
 
 
-def garbage(sock: socket.socket) -> None:
+def garbage(sock: socket.socket, sent: Callable[[int], None]) -> None:
     sock.sendall(b"this is not HTTP at all\r\n\r\n")
 
 
@@ -85,6 +97,8 @@ BEHAVIOURS: dict[str, Behaviour] = {
 class HostileServer:
     def __init__(self) -> None:
         behaviours = BEHAVIOURS
+        self.dripped: collections.Counter[str] = collections.Counter()
+        tally = self.dripped
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
@@ -96,7 +110,7 @@ class HostileServer:
                     request += data
                 path = request.split(b" ", 2)[1].decode()
                 with contextlib.suppress(OSError):  # the client gave up, as it should
-                    behaviours[path](self.request)
+                    behaviours[path](self.request, lambda n: tally.update({path: n}))
 
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -73,6 +73,8 @@ def test_run_delivers_and_ctrl_c_stops_everything(
     http_server.routes["/hook"] = Response(b"ok")
     config = write_config(tmp_path, redis_url, http_server)
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    unhealthy = cli("health", "--config", config)
+    assert unhealthy.returncode == 1 and "no scheduler heartbeat" in unhealthy.stdout  # nothing runs yet
     log = (tmp_path / "run.log").open("wb")
     run = subprocess.Popen(
         [sys.executable, "-m", "worker.cli", "run", "--workers", "2", "--config", config],
@@ -81,8 +83,8 @@ def test_run_delivers_and_ctrl_c_stops_everything(
     try:
         wait_for(lambda: len(http_server.received("/hook")) >= 1, timeout=60)
         children = wait_for(lambda: len(children_of(run.pid)) == 3 and children_of(run.pid), timeout=30)
-        health = wait_for(lambda: cli("health", "--config", config).returncode == 0, timeout=30)
-        assert health
+        health = wait_for(lambda: (h := cli("health", "--config", config)).returncode == 0 and h, timeout=30)
+        assert health.stdout.strip() == "healthy"
         run.send_signal(signal.SIGINT)
         assert run.wait(timeout=30) == 0
         wait_for(lambda: not any(alive(pid) for pid in children), timeout=10)

@@ -82,9 +82,23 @@ channels:
     def alive(self) -> bool:
         return all(p.poll() is None for p in [self.scheduler, *self.workers])
 
+    def logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.tmp_path.glob("*.log"))
+
     def stop(self) -> str:
         stop_processes(self.scheduler, *self.workers)
-        return "".join(p.read_text(errors="replace") for p in self.tmp_path.glob("*.log"))
+        return self.logs()
+
+
+def idle(redis_url: str) -> bool:
+    """Nothing queued, running or waiting for its time: every job the alerts caused has run, so
+    a repeat, if there is one, has already reached the receiver."""
+    from worker.adapters import queues, rqcompat
+
+    connection = redis.Redis.from_url(redis_url)
+    counts = queues.queue_counts(connection)
+    held = sum(rqcompat.scheduled_count(queues.queue(connection, c.name)) for c in counts)
+    return held == 0 and all(c.queued == 0 and c.started == 0 for c in counts)
 
 
 def daemon_after_first_alerts(
@@ -162,7 +176,7 @@ def test_workers_sigkilled_at_random_points_lose_and_double_nothing(
             wait_for(lambda: set(received(http_server)) >= expected, timeout=120, interval=0.5)
         except AssertionError:
             raise AssertionError(diagnose(redis_url, expected - set(received(http_server)))) from None
-        time.sleep(3)
+        wait_for(lambda: idle(redis_url), timeout=150, interval=0.5)  # abandoned jobs re-run too
         assert daemon.alive()
         assert_once_each(http_server, expected, allow_same_id_repeat=True)
         repeats = sum(c - 1 for c in received(http_server).values())
@@ -177,18 +191,19 @@ def test_redis_restart_under_load(
     first = stories(0, 60)
     daemon = daemon_after_first_alerts(tmp_path, redis_url, http_server, first)
     try:
-        redis.Redis.from_url(redis_url).bgrewriteaof()
-        time.sleep(0.5)
+        connection = redis.Redis.from_url(redis_url)
+        connection.bgrewriteaof()
+        wait_for(lambda: not connection.info("persistence")["aof_rewrite_in_progress"], timeout=30)
         redis_server.stop()
         # While Redis is away the feed gets new stories: they must not be dropped.
         second = stories(60, 30)
         http_server.routes["/feed"] = Response(rss(first + second))
-        time.sleep(4)
+        wait_for(lambda: "Redis unavailable" in daemon.logs(), timeout=30)  # the scheduler met the outage
         redis_server.start()
         wait_for(
             lambda: set(received(http_server)) == expected_titles(first + second), timeout=90, interval=0.5
         )
-        time.sleep(3)
+        wait_for(lambda: idle(redis_url), timeout=90, interval=0.5)
         assert daemon.alive()
         assert_once_each(http_server, expected_titles(first + second))
     finally:
@@ -202,11 +217,12 @@ def test_wiped_seen_store_rebaselines_without_an_alert_flood(
     daemon = daemon_after_first_alerts(tmp_path, redis_url, http_server, first)
     try:
         redis.Redis.from_url(redis_url).flushall()  # a new volume, a FLUSHALL: the memory is gone
-        time.sleep(4)  # several polls re-baseline
+        wait_for(lambda: "re-baselining" in daemon.logs(), timeout=30)
+        wait_for(lambda: idle(redis_url), timeout=30)  # the baseline batch is recorded
         later = stories(30, 6)
         http_server.routes["/feed"] = Response(rss(first + later))
         wait_for(lambda: set(received(http_server)) == expected_titles(first + later), timeout=60)
-        time.sleep(3)
+        wait_for(lambda: idle(redis_url), timeout=60, interval=0.5)
         assert daemon.alive()
         assert_once_each(http_server, expected_titles(first + later))
     finally:
