@@ -15,6 +15,7 @@ import redis
 from worker import __version__
 from worker.config import Config, load_config
 from worker.core.errors import ConfigError, DeliveryError
+from worker.core.text import printable
 from worker.logs import configure_logging
 
 log = logging.getLogger("newswatch")
@@ -108,7 +109,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     try:
         return handlers[args.command]()
     except DeliveryError as e:
-        print(f"newswatch: {e}", file=sys.stderr)
+        print(f"newswatch: {printable(str(e))}", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -93,3 +93,30 @@ def one_line(text: str) -> str:
     """Collapse every kind of line break and control character into single spaces."""
     cleaned = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in text)
     return _SPACE.sub(" ", cleaned).strip()
+
+
+# What may steer a terminal or reorder what a reader sees: C0 and C1 controls (ESC opens colour,
+# screen-clearing and OSC 8 hyperlink sequences; 0x9B is a one-byte CSI), DEL, line and paragraph
+# separators, the bidirectional marks, embeddings, overrides and isolates ("Trojan Source"), and
+# lone surrogates, which cannot even be written out as UTF-8.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """Text from outside made safe for a terminal or a log line: each character that could steer
+    the terminal or reorder the line is shown as an escape (`\\x1b`, `\\u202e`) instead, so a
+    reader still sees that it was there; everything else (umlauts, emoji) is kept. One line."""
+    if _UNPRINTABLE.search(text) is None:  # nearly always: one scan, no copy
+        return text
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -1,0 +1,122 @@
+"""What an adversarial probe found (issue 20), each against real processes: hostile feed servers
+on 127.0.0.1, the `newswatch` command as a subprocess, a local Sentry sink, a real SMTP server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT, LocalServer, Response, rss
+
+ESCAPES = ("\x1b", "\x9b", "\x07", "\u202e", "\u2066")
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SENTRY_DSN", "NEWSWATCH_CONFIG")}
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, cwd=ROOT,
+        env=base | (env or {}), timeout=timeout,
+    )  # fmt: skip
+
+
+def config_file(
+    tmp_path: Path, redis_url: str, body: str, polling: str = "allow_private_addresses: true"
+) -> str:
+    path = tmp_path / "newswatch.yaml"
+    path.write_text(
+        f"""
+redis: {{url: "{redis_url}"}}
+metrics: {{port: 0}}
+polling: {{interval: 1m, jitter: 0%, max_age: off, {polling}}}
+delivery: {{retries: [], timeout: 3s}}
+{body}
+""",
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+def assert_printable(*outputs: str) -> None:
+    for output in outputs:
+        for char in ESCAPES:
+            assert char not in output, (repr(char), output[:2000])
+
+
+# --- 2, 3: terminal escapes and rich markup from feed servers ------------------------------------
+
+
+def test_escapes_from_feed_servers_reach_no_terminal_or_log(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """Headers with screen-clear, colour, OSC 8 hyperlinks and 8-bit CSI; categories with bidi
+    overrides and isolates: `poll`, `status` and the logs (text and JSON) show them as escapes."""
+    http_server.routes["/type"] = Response(
+        b"<html></html>",
+        headers={"Content-Type": "text/\x1b[2J\x1b[31mred\x9b31m\x1b]8;;http://evil.example/\x07"},
+    )
+    http_server.routes["/encoding"] = Response(
+        rss([{"title": "x"}]), headers={"Content-Encoding": "\x1b]8;;http://evil.example/\x07click"}
+    )
+    http_server.routes["/bidi.rss"] = Response(
+        rss([{"title": "DeepSeek \u202eevil", "guid": "b1", "category": "KI\u202egnp.exe\u2066\u009b31m"}])
+    )
+    config = config_file(
+        tmp_path, redis_url,
+        f"""
+feeds:
+  - {{name: type, url: "{http_server.url("/type")}"}}
+  - {{name: encoding, url: "{http_server.url("/encoding")}"}}
+  - {{name: bidi, url: "{http_server.url("/bidi.rss")}"}}
+alerts:
+  - {{name: deepseek, query: DeepSeek, channels: [console]}}
+""",
+    )  # fmt: skip
+    text_poll = cli("poll", "--config", config)
+    assert "type: error: not a feed: text/\\x1b[2j" in text_poll.stdout, text_poll.stdout
+    assert "unsupported content encoding: \\x1b]8" in text_poll.stdout
+    json_poll = cli("poll", "--log-format", "json", "--config", config)
+    assert json_poll.stderr.strip(), "the JSON logs were to carry the errors"
+    for line in json_poll.stderr.splitlines():
+        assert_printable(json.loads(line)["message"])
+    worker = cli("worker", "--burst", "--config", config)
+    assert "ALERT alert=deepseek feed=bidi" in worker.stdout, worker.stdout + worker.stderr
+    status = cli("status", "--config", config, env={"COLUMNS": "250"})
+    status_json = cli("status", "--json", "--config", config)
+    assert status.returncode == 0 and "\\x1b[2j" in status.stdout, status.stdout + status.stderr
+    feeds = {f["name"]: f for f in json.loads(status_json.stdout)["feeds"]}
+    assert feeds["type"]["error"].startswith("not a feed: text/\\x1b[2j")
+    assert_printable(
+        text_poll.stdout, text_poll.stderr, json_poll.stdout, json_poll.stderr,
+        worker.stdout, worker.stderr, status.stdout, status.stderr, status_json.stdout,
+    )  # fmt: skip
+
+
+def test_status_shows_markup_from_a_server_as_text(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """`Content-Type: text/[/oops]` crashed `status` (rich.errors.MarkupError) and a `[link=…]`
+    became a live hyperlink; rich is forced to style its output here, as on a terminal."""
+    http_server.routes["/oops"] = Response(b"<html/>", headers={"Content-Type": "text/[/oops]"})
+    http_server.routes["/link"] = Response(
+        b"<html/>", headers={"Content-Type": "text/[link=http://evil.example/]click[/link]"}
+    )
+    config = config_file(
+        tmp_path, redis_url,
+        f"""
+feeds:
+  - {{name: oops, url: "{http_server.url("/oops")}"}}
+  - {{name: link, url: "{http_server.url("/link")}"}}
+""",
+    )  # fmt: skip
+    cli("poll", "--config", config)
+    status = cli("status", "--config", config, env={"COLUMNS": "250", "FORCE_COLOR": "1", "TERM": "xterm"})
+    assert status.returncode == 0, status.stderr
+    assert "text/[/oops]" in status.stdout
+    assert "text/[link=http://evil.example/]click[/link]" in status.stdout
+    assert "\x1b]8;" not in status.stdout  # no OSC 8 hyperlink
+    assert "\x1b[" in status.stdout  # rich did style the table: the check above means something
