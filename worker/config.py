@@ -7,6 +7,7 @@ no message ever repeats a configured value, so secrets cannot leak through error
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -15,11 +16,13 @@ from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+import httpx
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from worker.adapters.http_fetch import request_url
 from worker.core.errors import ConfigError, QuerySyntaxError
 from worker.core.poll import config_fingerprint
 from worker.core.query import parse_query, parse_term_list
@@ -370,13 +373,37 @@ def _read_yaml(path: str) -> Any:
 
 
 def _secrets_of(settings: Settings) -> tuple[str, ...]:
+    """Every secret of the config, in each spelling it can take in text, longest first."""
     found: list[str | None] = [settings.sentry.dsn, urlsplit(settings.redis.url).password]
     for channel in settings.channels.values():
         if isinstance(channel, WebhookChannel):
-            found += [channel.secret, urlsplit(channel.url).password, *channel.headers.values()]
+            # The whole URL is a secret: Slack-, Teams- and Discord-style webhook URLs carry their
+            # token in the path, which also travels on its own (httpcore's request target). A
+            # short path ("/hook", "/api") is no token, and would be redacted from file names.
+            target = request_url(channel.url).target.decode("ascii")
+            found += [channel.secret, channel.url, str(httpx.URL(channel.url))]
+            found += [target] if len(target) >= _MIN_TOKEN_PATH else []
+            found += [urlsplit(channel.url).password, *channel.headers.values()]
         elif isinstance(channel, EmailChannel):
             found.append(channel.smtp.password)
-    return tuple(sorted({s for s in found if s and len(s) >= 4}, key=len, reverse=True))
+    spellings = {spelling for s in found if s and len(s) >= 4 for spelling in _spellings(s)}
+    return tuple(sorted(spellings, key=len, reverse=True))
+
+
+_MIN_TOKEN_PATH = 16  # characters: Slack's, Teams' and Discord's webhook paths are 50 to 150
+
+
+def _spellings(secret: str) -> set[str]:
+    """A secret as text can hold it: as is, inside a Python repr in either quoting (how frame
+    variables reach Sentry: a backslash doubled), inside JSON, percent-encoded."""
+    return {
+        secret,
+        repr(secret)[1:-1],
+        repr(secret + "'\"")[1:-4],  # the quoting repr picks when a text holds both quotes
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret, safe=""),
+    }
 
 
 def build_rules(settings: Settings) -> RuleSet:

@@ -3,13 +3,14 @@ on 127.0.0.1, the `newswatch` command as a subprocess, a local Sentry sink, a re
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, LocalServer, Response, rss
+from tests.conftest import ROOT, LocalServer, Request, Response, free_port, rss
 
 ESCAPES = ("\x1b", "\x9b", "\x07", "\u202e", "\u2066")
 
@@ -120,3 +121,71 @@ feeds:
     assert "text/[link=http://evil.example/]click[/link]" in status.stdout
     assert "\x1b]8;" not in status.stdout  # no OSC 8 hyperlink
     assert "\x1b[" in status.stdout  # rich did style the table: the check above means something
+
+
+# --- 4: Sentry ------------------------------------------------------------------------------------
+
+SMTP_PASSWORD = 'pa\\ss"word-never-leaks'
+HOOK_TOKEN = "T0001/B0002/XoXoTokenNeverLeaks42"
+
+
+def test_sentry_gets_no_secret_in_any_spelling(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """A password holding `\\` and `"` (JSON and repr spell it differently) and a webhook whose
+    URL path is its token, both in frame variables of the exception events Sentry gets."""
+    sink = LocalServer()
+    sink.routes["/api/1/envelope/"] = Response(b"{}")
+    http_server.routes["/feed.rss"] = Response(rss([{"title": "DeepSeek", "guid": "s1"}]))
+    http_server.routes[f"/services/{HOOK_TOKEN}"] = Response(status=500)
+    config = config_file(
+        tmp_path, redis_url,
+        f"""
+feeds:
+  - {{name: f, url: "{http_server.url("/feed.rss")}"}}
+alerts:
+  - {{name: deepseek, query: DeepSeek, channels: [hook, mail]}}
+channels:
+  hook: {{type: webhook, url: "{http_server.url("/services/" + HOOK_TOKEN)}"}}
+  mail:
+    type: email
+    to: [ops@example.org]
+    from: newswatch@example.org
+    smtp: {{host: 127.0.0.1, port: {free_port()}, starttls: false, username: alerts, password: "${{SMTP_PASSWORD}}"}}
+""",
+    )  # fmt: skip
+    env = {
+        "SENTRY_DSN": f"http://publickey@127.0.0.1:{sink.httpd.server_address[1]}/1",
+        "SMTP_PASSWORD": SMTP_PASSWORD,
+    }
+    try:
+        assert cli("poll", "--config", config, env=env).returncode == 0
+        cli("worker", "--burst", "--config", config, env=env)
+        bodies = [_envelope(r) for r in sink.received("/api/1/envelope/")]
+    finally:
+        sink.close()
+    events = [json.loads(line) for body in bodies for line in body.splitlines() if '"exception"' in line]
+    assert len(events) >= 2, bodies  # both deliveries failed for good and were reported
+    frames = [f for e in events for v in e["exception"]["values"] for f in v["stacktrace"]["frames"]]
+    assert any("***" in json.dumps(f.get("vars", {})) for f in frames)  # the variables were there, scrubbed
+    everything = "\n".join(bodies)
+    strings = "\n".join(_strings(events))
+    for secret in (SMTP_PASSWORD, HOOK_TOKEN):
+        for spelling in (secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]):
+            assert spelling not in everything and spelling not in strings, spelling
+    assert "XoXoToken" not in everything  # not even a part of the token, cut off by Sentry's limits
+
+
+def _envelope(request: Request) -> str:
+    gzipped = request.headers.get("content-encoding") == "gzip"
+    return (gzip.decompress(request.body) if gzipped else request.body).decode("utf-8", "replace")
+
+
+def _strings(node: object) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for key, value in node.items() for s in (*_strings(key), *_strings(value))]
+    if isinstance(node, list):
+        return [s for value in node for s in _strings(value)]
+    return []

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
+from pathlib import Path
 
+from worker.config import load_config
 from worker.core.text import printable
 from worker.logs import JsonFormatter, TextFormatter
+from worker.monitoring import _scrub
 
 
 def test_printable_escapes_what_steers_a_terminal_and_keeps_the_rest() -> None:
@@ -35,3 +39,54 @@ def test_log_formatters_make_message_arguments_and_tracebacks_printable() -> Non
     assert "ValueError: bad \\x1b[2J value" in text
     entry = json.loads(JsonFormatter().format(_record("C1 \x9b and bidi \u2066", exc=error)))
     assert entry["message"] == "C1 \\x9b and bidi \\u2066" and "\\x1b[2J" in entry["exception"]
+
+
+def _load(tmp_path: Path, text: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(str(path), env or {})
+
+
+def test_config_secrets_in_every_spelling_and_channel_urls(tmp_path: Path) -> None:
+    password = "p\\a\"ss'wörd"
+    config = _load(
+        tmp_path,
+        """
+channels:
+  hook: {type: webhook, url: "https://hooks.example/services/T0/B0/tok3n"}
+  mail: {type: email, to: [a@example.org], from: b@example.org, smtp: {password: "${PW}"}}
+""",
+        {"PW": password},
+    )
+    for spelling in (
+        password,
+        repr(password)[1:-1],
+        json.dumps(password)[1:-1],
+        json.dumps(password, ensure_ascii=False)[1:-1],
+    ):
+        assert config.redact(f"x{spelling}y") == "x***y", spelling
+    assert config.redact(repr({"a": password, "b": '"'})) == "{'a': '***', 'b': '\"'}"
+    assert config.redact("https://hooks.example/services/T0/B0/tok3n") == "***"
+    assert config.redact("URL(target=b'/services/T0/B0/tok3n')") == "URL(target=b'***')"
+
+
+def test_sentry_events_are_scrubbed_as_a_tree_keys_and_cut_values_included(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path,
+        "channels: {hook: {type: webhook, url: 'https://h.example/x', secret: whsec_c2VjcmV0LXRva2VuLXZhbHVl}}",
+    )
+    secret = "whsec_c2VjcmV0LXRva2VuLXZhbHVl"
+    event = {
+        "exception": {
+            "values": [{"stacktrace": {"frames": [{"vars": {f"k{secret}": [f"'{secret}'", 3, None]}}]}}]
+        },
+        "extra": {"cut": "config=" + secret[:12] + "..."},  # Sentry cut a long value mid-secret
+        "timestamp": datetime(2025, 1, 1, tzinfo=UTC),
+    }
+    scrubbed = _scrub(config, event)
+    text = json.dumps(scrubbed, default=str)
+    assert "c2VjcmV0" not in text and "whsec_c2Vj" not in text
+    assert scrubbed["exception"]["values"][0]["stacktrace"]["frames"][0]["vars"] == {
+        "k***": ["'***'", 3, None]
+    }
+    assert scrubbed["extra"]["cut"] == "config=***..." and isinstance(scrubbed["timestamp"], datetime)
