@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, LocalServer, Request, Response, free_port, rss
 
 ESCAPES = ("\x1b", "\x9b", "\x07", "\u202e", "\u2066")
@@ -189,3 +191,90 @@ def _strings(node: object) -> list[str]:
     if isinstance(node, list):
         return [s for value in node for s in _strings(value)]
     return []
+
+
+# --- 6, 7, 8, 9: what check-config refuses, and what it never prints -----------------------------
+
+
+def test_check_config_refuses_what_the_fetcher_would(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text('feeds:\n  - {name: octal, url: "http://0177.0.0.1:8000/feed"}\n', encoding="utf-8")
+    result = cli("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert "feeds[0].url: not a URL newswatch can fetch: Invalid IPv4 address" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    scheduler = cli("scheduler", "--config", str(path))  # refused the same way, not crashed at start
+    assert scheduler.returncode == 2 and "Traceback" not in scheduler.stderr
+
+
+# 628 bytes, as in the issue: nine levels of nine aliases, 9**9 values once expanded.
+ALIAS_BOMB = "\n".join(
+    [
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+        *(
+            f"{name}: &{name} [{','.join([f'*{prev}'] * 9)}]"
+            for prev, name in zip("abcdefgh", "bcdefghi", strict=True)
+        ),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (ALIAS_BOMB, "aliases (*name) would expand the document by more than 100000 values"),
+        ("feeds: " + "[" * 5000 + "]" * 5000, "line 1, column 57: nested deeper than 50 levels"),
+        (
+            "alerts: [{name: a, query: '" + "(" * 1000 + "x" + ")" * 1000 + "'}]",
+            "alerts[0].query: query does not parse: nested more than 50 levels deep",
+        ),
+        (
+            "alerts: [{name: a, query: '" + "NOT " * 1000 + "x'}]",
+            "alerts[0].query: query does not parse: nested more than 50 levels deep",
+        ),
+        ("topics: {T: ['" + "(" * 5000 + "x" + ")" * 5000 + "']}", "topics: topic 'T': nested more than 50"),
+    ],
+    ids=["alias-bomb", "nested-brackets", "nested-parentheses", "nested-not", "nested-topic"],
+)
+def test_config_limits_refuse_bombs_with_a_clear_message(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text, encoding="utf-8")
+    if text == ALIAS_BOMB:
+        assert len(text.encode()) <= 628
+    result = cli("check-config", "--config", str(path), timeout=30)
+    assert result.returncode == 2, result.stdout
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "RecursionError" not in result.stderr
+
+
+def test_check_config_never_prints_a_value_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        """
+polling: {timeout: '${SMTP_PASSWORD}', interval: 'five minutes', max_bytes: '${SIZE}'}
+alerts:
+  - {name: a, query: '${QUERY}', channels: ['${CHANNEL}']}
+""",
+        encoding="utf-8",
+    )
+    env = {"SMTP_PASSWORD": 'hunter2\\"pw', "SIZE": "lots", "QUERY": "hunter3 )", "CHANNEL": "hunter4"}
+    result = cli("check-config", "--config", str(path), env=env)
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    for value in ("hunter2", "lots", "hunter3", "hunter4"):
+        assert value not in output, output
+    assert "polling.timeout: '${SMTP_PASSWORD}' is not a duration" in output
+    assert "polling.max_bytes: '${SIZE}' is not a size" in output
+    assert "alerts[0].query: invalid value (written '${QUERY}'; not shown" in output
+    assert "alerts[0].channels[0]: unknown channel '${CHANNEL}'" in output
+    assert "polling.interval: 'five minutes' is not a duration" in output  # written in the file: quoted
+
+
+def test_an_invalid_sentry_dsn_is_a_config_error(tmp_path: Path, redis_url: str) -> None:
+    config = config_file(tmp_path, redis_url, "")
+    bad = {"SENTRY_DSN": "https://sentry.example.invalid/1"}  # no public key; parsed, never resolved
+    check = cli("check-config", "--config", config, env=bad)
+    assert check.returncode == 2
+    assert "sentry.dsn: not a Sentry DSN" in check.stderr and "sentry.example.invalid" not in check.stderr
+    status = cli("status", "--config", config, env=bad)
+    assert status.returncode == 2 and "BadDsn" not in status.stderr and "Traceback" not in status.stderr

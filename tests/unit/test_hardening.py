@@ -8,7 +8,12 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from worker.config import load_config
+import pytest
+
+from worker.config import ConfigError, load_config
+from worker.config_yaml import MAX_DEPTH
+from worker.core.errors import QuerySyntaxError
+from worker.core.query import MAX_NESTING, parse_query
 from worker.core.text import printable
 from worker.logs import JsonFormatter, TextFormatter
 from worker.monitoring import _scrub
@@ -41,10 +46,44 @@ def test_log_formatters_make_message_arguments_and_tracebacks_printable() -> Non
     assert entry["message"] == "C1 \\x9b and bidi \\u2066" and "\\x1b[2J" in entry["exception"]
 
 
+def test_query_nesting_is_limited_with_a_clear_error() -> None:
+    parse_query("(" * MAX_NESTING + "x" + ")" * MAX_NESTING)
+    parse_query("NOT " * MAX_NESTING + "x")
+    for query in (
+        "(" * (MAX_NESTING + 1) + "x" + ")" * (MAX_NESTING + 1),
+        "NOT " * 1000 + "x",
+        "-(" * 30 + "x",
+    ):
+        with pytest.raises(QuerySyntaxError, match="nested more than 50 levels deep"):
+            parse_query(query)
+
+
 def _load(tmp_path: Path, text: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     path = tmp_path / "c.yaml"
     path.write_text(text, encoding="utf-8")
     return load_config(str(path), env or {})
+
+
+def test_yaml_limits_leave_ordinary_anchors_and_nesting_alone(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path,
+        """
+alerts:
+  - {name: one, query: x, channels: &both [a, b]}
+  - {name: two, query: y, channels: *both}
+channels: {a: {type: log}, b: {type: log}}
+""",
+    )
+    assert [a.channels for a in config.settings.alerts] == [["a", "b"], ["a", "b"]]
+    # mapping, mapping, list, then nested lists, then the scalar: MAX_DEPTH levels in all
+    deep = "topics: {T: [" + "[" * (MAX_DEPTH - 4) + "x" + "]" * (MAX_DEPTH - 4) + "]}"
+    with pytest.raises(ConfigError) as error:
+        _load(tmp_path, deep)
+    assert "nested deeper" not in str(error.value)  # 50 levels are allowed (and then a schema error)
+    with pytest.raises(ConfigError, match="nested deeper than 50 levels"):
+        _load(tmp_path, deep.replace("[x]", "[[x]]"))
+    with pytest.raises(ConfigError, match="an alias refers to itself"):
+        _load(tmp_path, "a: &a [1, *a]")
 
 
 def test_config_secrets_in_every_spelling_and_channel_urls(tmp_path: Path) -> None:
