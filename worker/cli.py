@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from worker import __version__
-from worker.config import Config, load_config
+from worker.config import Config, address_warnings, load_config
 from worker.core.errors import ConfigError, DeliveryError
 from worker.core.text import printable
 from worker.logs import configure_logging
@@ -119,6 +119,8 @@ def _check_config(config: Config) -> int:
         f"{config.path}: OK — {len(s.feeds)} feeds, {len(s.alerts)} alerts, "
         f"{len(s.topics)} topics, {len(s.channels)} channels"
     )
+    for warning in address_warnings(s):  # valid, but it will not work as written: exit stays 0
+        print(f"newswatch: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

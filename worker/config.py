@@ -23,6 +23,7 @@ import sentry_sdk.utils
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from worker.adapters.http_fetch import request_url
+from worker.adapters.net import literal_blocked_reason
 from worker.config_yaml import read_yaml
 from worker.core.errors import ConfigError, QuerySyntaxError
 from worker.core.poll import config_fingerprint
@@ -442,6 +443,29 @@ def _spellings(secret: str) -> set[str]:
         json.dumps(secret, ensure_ascii=False)[1:-1],
         quote(secret, safe=""),
     }
+
+
+def address_warnings(settings: Settings) -> list[str]:
+    """Feeds and channels written with a loopback or private address (or `localhost`), which the
+    URL guard will refuse while polling.allow_private_addresses is off. Literal addresses only:
+    check-config looks nothing up in DNS. No message repeats the address (it may come from the
+    environment); the key path says where it is."""
+    if settings.polling.allow_private_addresses:
+        return []
+    hosts = [
+        (f"feeds[{i}].url", request_url(feed.url).host.decode()) for i, feed in enumerate(settings.feeds)
+    ]
+    for name, channel in settings.channels.items():
+        if isinstance(channel, WebhookChannel):
+            hosts.append((f"channels.{name}.url", request_url(channel.url).host.decode()))
+        elif isinstance(channel, EmailChannel):
+            hosts.append((f"channels.{name}.smtp.host", channel.smtp.host))
+    return [
+        f"{path}: a {reason} address; newswatch will refuse to connect to it while "
+        "polling.allow_private_addresses is off"
+        for path, host in hosts
+        if (reason := literal_blocked_reason(host))
+    ]
 
 
 def build_rules(settings: Settings) -> RuleSet:

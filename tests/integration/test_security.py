@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,6 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, LocalServer, Request, Response, free_port, rss
+from tests.integration.helpers import make_runtime
+from tests.integration.mail_servers import start_mail_server
+from worker.commands import sample_item
+from worker.pipeline import process_items
 
 ESCAPES = ("\x1b", "\x9b", "\x07", "\u202e", "\u2066")
 
@@ -278,3 +283,66 @@ def test_an_invalid_sentry_dsn_is_a_config_error(tmp_path: Path, redis_url: str)
     assert "sentry.dsn: not a Sentry DSN" in check.stderr and "sentry.example.invalid" not in check.stderr
     status = cli("status", "--config", config, env=bad)
     assert status.returncode == 2 and "BadDsn" not in status.stderr and "Traceback" not in status.stderr
+
+
+# --- 10 and issue 17.3: SMTP under the URL guard, refusals that read as refusals ------------------
+
+REFUSAL = "refused: 127.0.0.1 resolves to a loopback address (polling.allow_private_addresses is off)"
+
+
+def test_the_url_guard_covers_smtp_and_says_refused(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    mail = start_mail_server("plain", tmp_path)
+    http_server.routes["/hook"] = Response(b"ok")
+    body = f"""
+feeds:
+  - {{name: local, url: "{http_server.url("/feed")}"}}
+alerts:
+  - {{name: deepseek, query: DeepSeek, channels: [hook, mail]}}
+channels:
+  hook: {{type: webhook, url: "{http_server.url("/hook")}"}}
+  mail: {{type: email, to: [ops@example.org], from: newswatch@example.org,
+          smtp: {{host: 127.0.0.1, port: {mail.port}, starttls: false}}}}
+"""
+    config = config_file(tmp_path, redis_url, body, polling="allow_private_addresses: false")
+    try:
+        hook = cli("test-alert", "hook", "--config", config)
+        email = cli("test-alert", "mail", "--config", config)
+        check = cli("check-config", "--config", config)
+        (tmp_path / "rt").mkdir()
+        rt = make_runtime(tmp_path / "rt", redis_url, body, polling="allow_private_addresses: false")
+        with caplog.at_level(logging.WARNING):
+            process_items(rt, "local", [sample_item().to_dict()])  # the first tries, in the worker
+    finally:
+        mail.stop()
+    assert hook.returncode == 1 and f"webhook hook: {REFUSAL}" in hook.stdout, hook.stdout
+    assert email.returncode == 1 and REFUSAL in email.stdout, email.stdout
+    assert http_server.received("/hook") == [] and mail.handler.received == []
+    logged = {
+        line.split("channel=")[1].split()[0]: line for line in caplog.text.splitlines() if "channel=" in line
+    }
+    assert f"webhook hook: {REFUSAL}" in logged["hook"], logged
+    assert f"SMTP 127.0.0.1:{mail.port}: {REFUSAL}" in logged["mail"], logged
+    assert check.returncode == 0
+    for path, kind in (
+        ("feeds[0].url", "loopback"),
+        ("channels.hook.url", "loopback"),
+        ("channels.mail.smtp.host", "loopback"),
+    ):
+        assert f"warning: {path}: a {kind} address" in check.stderr, check.stderr
+
+
+def test_smtp_allowed_on_loopback_when_the_config_says_so(tmp_path: Path, redis_url: str) -> None:
+    mail = start_mail_server("plain", tmp_path)
+    body = f"""
+channels:
+  mail: {{type: email, to: [ops@example.org], from: newswatch@example.org,
+          smtp: {{host: 127.0.0.1, port: {mail.port}, starttls: false}}}}
+"""
+    try:
+        result = cli("test-alert", "mail", "--config", config_file(tmp_path, redis_url, body))
+    finally:
+        mail.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(mail.handler.received) == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from worker.adapters.net import literal_blocked_reason
 from worker.config import ConfigError, load_config
 from worker.config_yaml import MAX_DEPTH
 from worker.core.errors import QuerySyntaxError
@@ -129,3 +130,16 @@ def test_sentry_events_are_scrubbed_as_a_tree_keys_and_cut_values_included(tmp_p
         "k***": ["'***'", 3, None]
     }
     assert scrubbed["extra"]["cut"] == "config=***..." and isinstance(scrubbed["timestamp"], datetime)
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("127.0.0.1", "loopback"), ("127.1", "loopback"), ("0x7f000001", "loopback"), ("2130706433", "loopback"),
+        ("[::1]", "loopback"), ("localhost", "loopback"), ("mail.localhost", "loopback"), ("10.0.0.5", "private"),
+        ("[::ffff:169.254.169.254]", "link-local (cloud metadata)"), ("smtp.example.org", None),
+        ("93.184.216.34", None), ("mailpit", None),
+    ],
+)  # fmt: skip
+def test_literal_private_addresses_are_told_without_dns(host: str, reason: str | None) -> None:
+    assert literal_blocked_reason(host) == reason
