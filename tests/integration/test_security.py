@@ -346,3 +346,43 @@ channels:
         mail.stop()
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(mail.handler.received) == 1
+
+
+# --- 11: caps on item text ------------------------------------------------------------------------
+
+
+def test_huge_items_are_capped_in_webhook_bodies_and_log_lines(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    title = "DeepSeek " + "t" * 2_000_000
+    item = {
+        "title": title,
+        "guid": "huge-1",
+        "description": "Huawei " + "s" * 300_000,
+        "category": "</category><category>".join(f"{i:03d}" + "c" * 1_000 for i in range(100)),
+    }
+    http_server.routes["/huge.rss"] = Response(rss([item]))
+    http_server.routes["/hook"] = Response(b"ok")
+    config = config_file(
+        tmp_path, redis_url,
+        f"""
+feeds:
+  - {{name: huge, url: "{http_server.url("/huge.rss")}"}}
+alerts:
+  - {{name: deepseek, query: DeepSeek AND Huawei, channels: [hook, console]}}
+channels:
+  hook: {{type: webhook, url: "{http_server.url("/hook")}"}}
+""",
+    )  # fmt: skip
+    assert cli("poll", "--config", config).returncode == 0
+    worker = cli("worker", "--burst", "--config", config)
+    (request,) = http_server.received("/hook")
+    sent: Request = request
+    data = sent.json()["data"]
+    assert data["matched"] == ["DeepSeek", "Huawei"]  # matching still sees what it needs
+    assert len(data["item"]["title"]) == 1_000 and data["item"]["title"].endswith("…")
+    assert len(data["item"]["summary"]) == 100_000
+    assert len(data["item"]["categories"]) == 50 and all(len(c) == 200 for c in data["item"]["categories"])
+    assert len(sent.body) < 150_000
+    (alert_line,) = [line for line in worker.stdout.splitlines() if line.startswith("ALERT")]
+    assert len(alert_line) < 15_000

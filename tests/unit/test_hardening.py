@@ -14,6 +14,8 @@ from worker.adapters.net import literal_blocked_reason
 from worker.config import ConfigError, load_config
 from worker.config_yaml import MAX_DEPTH
 from worker.core.errors import QuerySyntaxError
+from worker.core.limits import MAX_CATEGORIES, MAX_CATEGORY, MAX_LINK, MAX_TEXT, MAX_TITLE, cap_item
+from worker.core.models import Item
 from worker.core.query import MAX_NESTING, parse_query
 from worker.core.text import printable
 from worker.logs import JsonFormatter, TextFormatter
@@ -45,6 +47,39 @@ def test_log_formatters_make_message_arguments_and_tracebacks_printable() -> Non
     assert "ValueError: bad \\x1b[2J value" in text
     entry = json.loads(JsonFormatter().format(_record("C1 \x9b and bidi \u2066", exc=error)))
     assert entry["message"] == "C1 \\x9b and bidi \\u2066" and "\\x1b[2J" in entry["exception"]
+
+
+def _item(**fields: object) -> Item:
+    base: dict[str, object] = {
+        "feed": "f", "guid": "g", "link": "https://n.example/1", "canonical_link": "https://n.example/1",
+        "title": "DeepSeek", "summary": "s", "content": "c", "categories": ("KI",),
+        "published": datetime(2025, 8, 15, tzinfo=UTC), "id": "id-1",
+    }  # fmt: skip
+    return Item(**(base | fields))  # type: ignore[arg-type]
+
+
+def test_cap_item_keeps_what_matching_reads_first_and_the_identity() -> None:
+    normal = _item()
+    assert cap_item(normal) is normal
+    huge = _item(
+        title="DeepSeek " + "t" * 5_000_000,
+        summary="Huawei " + "s" * 80_000,
+        content="Nvidia " + "c" * 80_000,
+        categories=tuple(f"{i}" + "k" * 1_000 for i in range(500)),
+        link="https://n.example/" + "l" * MAX_LINK,
+    )
+    capped = cap_item(huge)
+    assert (
+        len(capped.title) == MAX_TITLE
+        and capped.title.startswith("DeepSeek t")
+        and capped.title.endswith("…")
+    )
+    assert len(capped.summary) + len(capped.content) == MAX_TEXT
+    assert capped.summary == huge.summary and capped.content.startswith("Nvidia ")
+    assert len(capped.categories) == MAX_CATEGORIES and {len(c) for c in capped.categories} == {MAX_CATEGORY}
+    assert capped.link is None and capped.canonical_link == huge.canonical_link  # the short one stays
+    assert capped.id == huge.id
+    assert cap_item(_item(summary="s" * (MAX_TEXT + 5), content="c" * 10)).content == ""
 
 
 def test_query_nesting_is_limited_with_a_clear_error() -> None:
