@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from worker.core.charsets import without_ignorables
 from worker.core.errors import QuerySyntaxError
 from worker.core.matcher import ItemText, TermKey, normalize
 
@@ -103,8 +104,9 @@ def matched_terms(node: Node, text: ItemText) -> list[str]:
 
 
 def make_term(raw: str, field_name: str | None = None, phrase: bool = False) -> Term:
-    prefix = raw.endswith("*") and not phrase
-    body = raw[:-1] if prefix else raw
+    visible = without_ignorables(raw)  # "Chip*" pasted with a zero-width space after it is a prefix
+    prefix = visible.endswith("*") and not phrase
+    body = visible[:-1] if prefix else visible
     pattern = normalize(body)
     if not any(ch.isalnum() for ch in pattern):
         raise QuerySyntaxError(f"term {raw!r} has no letters or digits to match")

@@ -1,6 +1,8 @@
 """Text normalisation for matching: HTML to plain text, folding, word splitting.
 
-Folding implements SPEC §5: case-insensitive, Unicode-aware, ß ≡ ss, ä/ö/ü ≡ ae/oe/ue.
+Folding implements SPEC §5: case-insensitive, Unicode-aware, ß ≡ ss, ä/ö/ü ≡ ae/oe/ue; and it
+drops the default-ignorable code points (soft hyphens, zero-width spaces and joiners, bidi
+controls, variation selectors, ...; see charsets), which a reader never sees.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import html
 import re
 import unicodedata
 from html.parser import HTMLParser
+
+from worker.core.charsets import IGNORABLE, has_ignorable
 
 _UMLAUTS = (("ä", "ae"), ("ö", "oe"), ("ü", "ue"))
 _SPACE = re.compile(r"\s+")
@@ -42,11 +46,16 @@ _BLOCK_TAGS = frozenset(
 _SKIPPED_TAGS = frozenset({"script", "style", "template", "noscript"})
 
 
-def fold(text: str) -> str:
+def fold(text: str, printable: bool | None = None) -> str:
     """Fold text so that equivalent spellings compare equal (casefold turns ß into ss).
 
-    On the hot path of matching: str.replace per umlaut is several times faster than
-    str.translate with a mapping, and the NFC check skips the (rare) normalisation."""
+    `printable` is text.isprintable() when the caller has it already (the matcher does).
+    On the hot path of matching: the ignorables are looked for before any work is done on them,
+    str.replace per umlaut is several times faster than str.translate with a mapping, and the
+    NFC check skips the (rare) normalisation. Ignorables go first, so that a soft hyphen between
+    a letter and its combining mark does not keep NFC from joining them."""
+    if has_ignorable(text, text.isprintable() if printable is None else printable):
+        text = IGNORABLE.sub("", text)
     if not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     text = text.casefold()
@@ -90,8 +99,11 @@ def html_to_text(markup: str) -> str:
 
 
 def one_line(text: str) -> str:
-    """Collapse every kind of line break and control character into single spaces."""
-    cleaned = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in text)
+    """Collapse every kind of line break and control character into single spaces.
+
+    Invisible characters (soft hyphens, zero-width spaces, bidi controls, ...) are dropped
+    instead: as spaces they would split the words a reader sees ("Deep\u00adSeek")."""
+    cleaned = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in IGNORABLE.sub("", text))
     return _SPACE.sub(" ", cleaned).strip()
 
 

@@ -1,0 +1,44 @@
+"""The character tables of worker/core/charsets.py against two independent copies of Unicode's data."""
+
+from __future__ import annotations
+
+import sys
+import unicodedata
+
+import regex
+
+from worker.core.charsets import DASHES, IGNORABLE, IGNORABLE_RANGES, has_ignorable, without_ignorables
+
+ALL = [chr(code) for code in range(sys.maxunicode + 1) if not 0xD800 <= code <= 0xDFFF]
+
+
+def having(unicode_property: str) -> set[str]:
+    """Every code point with the property, as the regex package's Unicode database has it."""
+    return set(regex.findall(rf"\p{{{unicode_property}}}", "".join(ALL)))
+
+
+def test_ignorable_table_is_the_default_ignorable_property() -> None:
+    expected = having("Default_Ignorable_Code_Point")
+    table = {chr(code) for first, last in IGNORABLE_RANGES for code in range(first, last + 1)}
+    assert table == expected
+    assert {ch for ch in ALL if IGNORABLE.fullmatch(ch)} == expected
+
+
+def test_dash_table_is_the_dash_punctuation_category() -> None:
+    assert set(DASHES) == having("Dash_Punctuation")
+    assert {ch for ch in ALL if unicodedata.category(ch) == "Pd"} <= set(DASHES)
+    assert len(DASHES) == len(set(DASHES))
+
+
+def test_the_quick_check_finds_every_ignorable_wherever_it_stands() -> None:
+    """has_ignorable takes shortcuts for printable text; none of them may miss a character."""
+    for first, last in IGNORABLE_RANGES:
+        for code in range(first, last + 1):
+            for text in (f"Deep{chr(code)}Seek – „KI“ ␝", f"Deep{chr(code)}Seek \U0001f600", chr(code)):
+                assert has_ignorable(text, text.isprintable()), hex(code)
+                assert without_ignorables(text) == text.replace(chr(code), "")
+
+
+def test_the_quick_check_passes_text_without_ignorables() -> None:
+    for text in ("DeepSeek – „KI“ ␝ Straße", "Emoji \U0001f600 and 漢字", "tab\tand\u00a0nbsp", ""):
+        assert not has_ignorable(text, text.isprintable())

@@ -1,0 +1,124 @@
+"""The Unicode character classes that matching reads specially, with where each comes from.
+
+- IGNORABLE: the Default_Ignorable_Code_Point property, copied from the Unicode Character
+  Database's DerivedCoreProperties.txt (unchanged from Unicode 14.0 to 18.0): soft hyphen,
+  zero-width space, (non-)joiners, word joiner, bidi marks and controls, BOM, variation
+  selectors, Hangul fillers, tag characters and the unassigned code points reserved for more.
+  Renderers show none of them, so matching drops them.
+- DASHES: the Dash_Punctuation (Pd) category of UnicodeData.txt: hyphen-minus, hyphen,
+  non-breaking hyphen, figure dash, en and em dash, and their kin in other scripts. Matching
+  reads each as a word separator, as it always read "-".
+- Spaces need no table: str.isspace() and str.split() know Unicode's White_Space property
+  (NBSP, narrow NBSP, figure space, ideographic space, line and paragraph separators, ...).
+
+tests/unit/test_charsets.py checks both tables against the `regex` package's copy of the
+Unicode database (and DASHES against unicodedata), so a Unicode update that adds a character
+fails there loudly instead of silently missing it here. Python's unicodedata lacks the
+Default_Ignorable_Code_Point property, and deriving Pd from it at import would walk all
+1.1 million code points in every process.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+# (first, last) code points, inclusive, as DerivedCoreProperties.txt lists them.
+IGNORABLE_RANGES: tuple[tuple[int, int], ...] = (
+    (0x00AD, 0x00AD),  # SOFT HYPHEN
+    (0x034F, 0x034F),  # COMBINING GRAPHEME JOINER
+    (0x061C, 0x061C),  # ARABIC LETTER MARK
+    (0x115F, 0x1160),  # HANGUL CHOSEONG FILLER, JUNGSEONG FILLER
+    (0x17B4, 0x17B5),  # KHMER VOWEL INHERENT AQ, AA
+    (0x180B, 0x180F),  # MONGOLIAN FREE VARIATION SELECTORS, VOWEL SEPARATOR
+    (0x200B, 0x200F),  # ZERO WIDTH SPACE, ZWNJ, ZWJ, LEFT-TO-RIGHT MARK, RIGHT-TO-LEFT MARK
+    (0x202A, 0x202E),  # bidi embeddings and overrides
+    (0x2060, 0x206F),  # WORD JOINER, invisible operators, bidi isolates, deprecated format chars
+    (0x3164, 0x3164),  # HANGUL FILLER
+    (0xFE00, 0xFE0F),  # VARIATION SELECTOR-1..16 (16: emoji presentation)
+    (0xFEFF, 0xFEFF),  # ZERO WIDTH NO-BREAK SPACE (BOM)
+    (0xFFA0, 0xFFA0),  # HALFWIDTH HANGUL FILLER
+    (0xFFF0, 0xFFF8),  # reserved
+    (0x1BCA0, 0x1BCA3),  # SHORTHAND FORMAT controls
+    (0x1D173, 0x1D17A),  # MUSICAL SYMBOL BEGIN BEAM..END PHRASE
+    (0xE0000, 0xE0FFF),  # tags, VARIATION SELECTOR-17..256, reserved
+)
+
+# Every Dash_Punctuation character, hyphen-minus first.
+DASHES: tuple[str, ...] = (
+    "-",  # HYPHEN-MINUS
+    "\u058a",  # ARMENIAN HYPHEN
+    "\u05be",  # HEBREW PUNCTUATION MAQAF
+    "\u1400",  # CANADIAN SYLLABICS HYPHEN
+    "\u1806",  # MONGOLIAN TODO SOFT HYPHEN
+    "\u2010",  # HYPHEN
+    "\u2011",  # NON-BREAKING HYPHEN
+    "\u2012",  # FIGURE DASH
+    "\u2013",  # EN DASH
+    "\u2014",  # EM DASH
+    "\u2015",  # HORIZONTAL BAR
+    "\u2e17",  # DOUBLE OBLIQUE HYPHEN
+    "\u2e1a",  # HYPHEN WITH DIAERESIS
+    "\u2e3a",  # TWO-EM DASH
+    "\u2e3b",  # THREE-EM DASH
+    "\u2e40",  # DOUBLE HYPHEN
+    "\u2e5d",  # OBLIQUE HYPHEN
+    "\u301c",  # WAVE DASH
+    "\u3030",  # WAVY DASH
+    "\u30a0",  # KATAKANA-HIRAGANA DOUBLE HYPHEN
+    "\ufe31",  # PRESENTATION FORM FOR VERTICAL EM DASH
+    "\ufe32",  # PRESENTATION FORM FOR VERTICAL EN DASH
+    "\ufe58",  # SMALL EM DASH
+    "\ufe63",  # SMALL HYPHEN-MINUS
+    "\uff0d",  # FULLWIDTH HYPHEN-MINUS
+    "\U00010d6e",  # GARAY HYPHEN
+    "\U00010ead",  # YEZIDI HYPHENATION MARK
+)
+
+
+def _char_class(ranges: Iterable[tuple[int, int]]) -> str:
+    return "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges)
+
+
+def _printable_runs(first: int, last: int) -> list[tuple[int, int]]:
+    """The runs of printable code points (see str.isprintable) within first..last."""
+    runs: list[tuple[int, int]] = []
+    for code in range(first, last + 1):
+        if chr(code).isprintable():
+            if runs and runs[-1][1] == code - 1:
+                runs[-1] = (runs[-1][0], code)
+            else:
+                runs.append((code, code))
+    return runs
+
+
+IGNORABLE = re.compile(f"[{_char_class(IGNORABLE_RANGES)}]+")
+
+# The ignorables that str.isprintable() lets through (marks and fillers, no format characters):
+# printable text needs a look for these only. Those of the BMP are few enough to look for one by
+# one with `in`, several times faster than a regex scan of a whole batch.
+_PRINTABLE_RUNS = [run for a, b in IGNORABLE_RANGES for run in _printable_runs(a, b)]
+_PRINTABLE_IGNORABLE_BMP = tuple(chr(c) for a, b in _PRINTABLE_RUNS if b <= 0xFFFF for c in range(a, b + 1))
+_PRINTABLE_IGNORABLE_ASTRAL = re.compile(f"[{_char_class(r for r in _PRINTABLE_RUNS if r[0] > 0xFFFF)}]")
+
+
+def has_ignorable(text: str, printable: bool) -> bool:
+    """Whether `text` holds a default-ignorable code point; `printable` is text.isprintable().
+
+    On the hot path of matching, hence the detours: most ignorables are format characters, which
+    str.isprintable() rejects, so text that is printable is looked through only for the few
+    printable ignorables, and for those beyond the BMP only when its UTF-16 form needs
+    surrogates (it has characters beyond the BMP at all)."""
+    if not printable:
+        return IGNORABLE.search(text) is not None
+    if any(ch in text for ch in _PRINTABLE_IGNORABLE_BMP):
+        return True
+    return (
+        len(text.encode("utf-16-le", "surrogatepass")) > 2 * len(text)
+        and _PRINTABLE_IGNORABLE_ASTRAL.search(text) is not None
+    )
+
+
+def without_ignorables(text: str) -> str:
+    """`text` with every default-ignorable code point removed."""
+    return IGNORABLE.sub("", text)
