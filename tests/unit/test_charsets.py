@@ -7,7 +7,15 @@ import unicodedata
 
 import regex
 
-from worker.core.charsets import DASHES, IGNORABLE, IGNORABLE_RANGES, has_ignorable, without_ignorables
+from worker.core.charsets import (
+    BIDI_CONTROL,
+    BIDI_CONTROL_RANGES,
+    DASHES,
+    IGNORABLE,
+    IGNORABLE_RANGES,
+    has_ignorable,
+    without_ignorables,
+)
 
 ALL = [chr(code) for code in range(sys.maxunicode + 1) if not 0xD800 <= code <= 0xDFFF]
 
@@ -22,6 +30,12 @@ def test_ignorable_table_is_the_default_ignorable_property() -> None:
     table = {chr(code) for first, last in IGNORABLE_RANGES for code in range(first, last + 1)}
     assert table == expected
     assert {ch for ch in ALL if IGNORABLE.fullmatch(ch)} == expected
+
+
+def test_bidi_control_table_is_the_bidi_control_property() -> None:
+    table = {chr(code) for first, last in BIDI_CONTROL_RANGES for code in range(first, last + 1)}
+    assert table == having("Bidi_Control")
+    assert {ch for ch in ALL if BIDI_CONTROL.fullmatch(ch)} == table
 
 
 def test_dash_table_is_the_dash_punctuation_category() -> None:

@@ -9,6 +9,7 @@ import unicodedata
 import pytest
 
 from worker.core.charsets import DASHES, IGNORABLE_RANGES
+from worker.core.mail import subject_line
 from worker.core.matcher import TermIndex, normalize, normalize_mapped
 from worker.core.query import all_terms, evaluate, make_term, parse_query, parse_term_list
 from worker.core.text import fold, one_line
@@ -97,8 +98,18 @@ def test_fold_drops_ignorables_before_joining_a_letter_and_its_mark() -> None:
     assert fold("\ufeffBörse\ufe0f") == "boerse"
 
 
-def test_one_line_drops_invisible_characters_instead_of_splitting_words() -> None:
-    assert one_line("Deep\u00adSeek\u200b verschiebt\u202e\r\nStart") == "DeepSeek verschiebt Start"
+def test_one_line_keeps_invisible_characters_but_drops_bidi_controls() -> None:
+    """Subjects and log lines show the title as written, not "Deep Seek"; but no text reversed."""
+    assert one_line("Deep\u00adSeek\u200b verschiebt\r\nStart") == "Deep\u00adSeek\u200b verschiebt Start"
+    assert (
+        one_line("Familie \U0001f468\u200d\U0001f469\u200d\U0001f467")
+        == "Familie \U0001f468\u200d\U0001f469\u200d\U0001f467"
+    )
+    assert one_line("Rechnung\u202e fdp.exe\u202c\u2066 ok\u2069") == "Rechnung fdp.exe ok"
+    assert (
+        subject_line("deepseek", "Deep\u00adSeek\u2028verschiebt")
+        == "[newswatch] deepseek: Deep\u00adSeek verschiebt"
+    )
 
 
 # --- normalize_mapped: where each character of the normalised text came from ------------------

@@ -8,10 +8,12 @@
 - DASHES: the Dash_Punctuation (Pd) category of UnicodeData.txt: hyphen-minus, hyphen,
   non-breaking hyphen, figure dash, en and em dash, and their kin in other scripts. Matching
   reads each as a word separator, as it always read "-".
+- BIDI_CONTROL: the Bidi_Control property of PropList.txt, the ignorables that can reorder
+  what a line shows; one-line output (subjects, log lines) drops them.
 - Spaces need no table: str.isspace() and str.split() know Unicode's White_Space property
   (NBSP, narrow NBSP, figure space, ideographic space, line and paragraph separators, ...).
 
-tests/unit/test_charsets.py checks both tables against the `regex` package's copy of the
+tests/unit/test_charsets.py checks the tables against the `regex` package's copy of the
 Unicode database (and DASHES against unicodedata), so a Unicode update that adds a character
 fails there loudly instead of silently missing it here. Python's unicodedata lacks the
 Default_Ignorable_Code_Point property, and deriving Pd from it at import would walk all
@@ -42,6 +44,14 @@ IGNORABLE_RANGES: tuple[tuple[int, int], ...] = (
     (0x1BCA0, 0x1BCA3),  # SHORTHAND FORMAT controls
     (0x1D173, 0x1D17A),  # MUSICAL SYMBOL BEGIN BEAM..END PHRASE
     (0xE0000, 0xE0FFF),  # tags, VARIATION SELECTOR-17..256, reserved
+)
+
+# The Bidi_Control property (PropList.txt): invisible, and able to make a line read backwards.
+BIDI_CONTROL_RANGES: tuple[tuple[int, int], ...] = (
+    (0x061C, 0x061C),  # ARABIC LETTER MARK
+    (0x200E, 0x200F),  # LEFT-TO-RIGHT MARK, RIGHT-TO-LEFT MARK
+    (0x202A, 0x202E),  # embeddings, POP DIRECTIONAL FORMATTING, overrides
+    (0x2066, 0x2069),  # isolates, POP DIRECTIONAL ISOLATE
 )
 
 # Every Dash_Punctuation character, hyphen-minus first.
@@ -93,6 +103,7 @@ def _printable_runs(first: int, last: int) -> list[tuple[int, int]]:
 
 
 IGNORABLE = re.compile(f"[{_char_class(IGNORABLE_RANGES)}]+")
+BIDI_CONTROL = re.compile(f"[{_char_class(BIDI_CONTROL_RANGES)}]+")
 
 # The ignorables that str.isprintable() lets through (marks and fillers, no format characters):
 # printable text needs a look for these only. Those of the BMP are few enough to look for one by

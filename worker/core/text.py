@@ -12,7 +12,7 @@ import re
 import unicodedata
 from html.parser import HTMLParser
 
-from worker.core.charsets import IGNORABLE, has_ignorable
+from worker.core.charsets import BIDI_CONTROL, IGNORABLE, has_ignorable
 
 _UMLAUTS = (("ä", "ae"), ("ö", "oe"), ("ü", "ue"))
 _SPACE = re.compile(r"\s+")
@@ -101,9 +101,13 @@ def html_to_text(markup: str) -> str:
 def one_line(text: str) -> str:
     """Collapse every kind of line break and control character into single spaces.
 
-    Invisible characters (soft hyphens, zero-width spaces, bidi controls, ...) are dropped
-    instead: as spaces they would split the words a reader sees ("Deep\u00adSeek")."""
-    cleaned = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in IGNORABLE.sub("", text))
+    Invisible characters stay as the feed wrote them (a soft hyphen or zero-width joiner turned
+    into a space would split the word or emoji a reader sees), except bidi controls, which could
+    make the line read backwards: they go."""
+    cleaned = "".join(
+        " " if unicodedata.category(ch)[0] in "CZ" and not IGNORABLE.fullmatch(ch) else ch
+        for ch in BIDI_CONTROL.sub("", text)
+    )
     return _SPACE.sub(" ", cleaned).strip()
 
 
