@@ -165,6 +165,7 @@ def test_the_mapped_text_is_what_the_matcher_reads() -> None:
         list("aAoOuUsSiI  \n\t-–.'’")
         + ["ä", "Ä", "ß", "ẞ", "İ", "ﬃ", "Σ", "ς", "\u212b", "\u0308", "\u0301", "\u0323", "\u0345"]
         + ["\u1100", "\u1161", "\u11a8", "\u0f73", "\u0cc6", "\u0cc2", "\u09c7", "\u09be"]
+        + ["\x01", "\x1c", "\u2064", "\u2069", "\U0001f600"]
         + [chr(first) for first, _ in IGNORABLE_RANGES]
         + list(DASHES[:12])
         + list(SPACES.values())

@@ -40,14 +40,17 @@ _MARKS = str.maketrans(dict.fromkeys(_ITEM_END + _TITLE_END + _SUMMARY_END + _JO
 def normalize(text: str) -> str:
     """The text as terms are matched against it (see the module's docstring). On the hot path."""
     printable = text.isprintable()  # asked once, for both fold and the whitespace pass
+    if not printable:
+        # Line breaks, tabs, NBSP and other spaces first, so that fold finds text whose only
+        # unprintable characters are ignorables, which it handles fastest. Parsed items arrive
+        # single-spaced already (html_to_text), so this is rare.
+        text = " ".join(text.split())
     folded = fold(text, printable)
     for dash in DASHES:  # a look with `in` per dash is far cheaper than one regex scan
         if dash in folded:
             # "A – B" to "A B", not "A   B": the dash between spaces goes with one of them.
             folded = _SPACED_DASH[dash].sub(" ", folded).replace(dash, " ")
-    # Parsed items arrive with single spaces already (html_to_text), so the split is rare.
-    # Printable text has no whitespace but " " (NBSP, tabs, line breaks are not printable).
-    if not printable or _DOUBLE_SPACE.search(folded):
+    if _DOUBLE_SPACE.search(folded):  # a dash or an ignorable between spaces was removed
         return " ".join(folded.split())
     return folded.strip(" ")
 

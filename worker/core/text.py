@@ -12,7 +12,7 @@ import re
 import unicodedata
 from html.parser import HTMLParser
 
-from worker.core.charsets import BIDI_CONTROL, IGNORABLE, has_ignorable
+from worker.core.charsets import BIDI_CONTROL, IGNORABLE, without_ignorables
 
 _UMLAUTS = (("ä", "ae"), ("ö", "oe"), ("ü", "ue"))
 _SPACE = re.compile(r"\s+")
@@ -50,12 +50,11 @@ def fold(text: str, printable: bool | None = None) -> str:
     """Fold text so that equivalent spellings compare equal (casefold turns ß into ss).
 
     `printable` is text.isprintable() when the caller has it already (the matcher does).
-    On the hot path of matching: the ignorables are looked for before any work is done on them,
+    On the hot path of matching: ignorables are looked for before any work is done on them,
     str.replace per umlaut is several times faster than str.translate with a mapping, and the
     NFC check skips the (rare) normalisation. Ignorables go first, so that a soft hyphen between
     a letter and its combining mark does not keep NFC from joining them."""
-    if has_ignorable(text, text.isprintable() if printable is None else printable):
-        text = IGNORABLE.sub("", text)
+    text = without_ignorables(text, printable)
     if not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     text = text.casefold()
