@@ -1,7 +1,7 @@
 """The Unicode character classes that matching reads specially, with where each comes from.
 
 - IGNORABLE: the Default_Ignorable_Code_Point property, copied from the Unicode Character
-  Database's DerivedCoreProperties.txt (unchanged from Unicode 14.0 to 18.0): soft hyphen,
+  Database's DerivedCoreProperties.txt (Unicode 18.0, as the tests' copy has it): soft hyphen,
   zero-width space, (non-)joiners, word joiner, bidi marks and controls, BOM, variation
   selectors, Hangul fillers, tag characters and the unassigned code points reserved for more.
   Renderers show none of them, so matching drops them.
@@ -121,9 +121,9 @@ _BEYOND_BMP = re.compile(f"[{_char_class(r for r in IGNORABLE_RANGES if r[0] > 0
 
 
 def without_ignorables(text: str, printable: bool | None = None) -> str:
-    """`text` with every default-ignorable code point removed; `printable` is text.isprintable()
-    when the caller has it already (the matcher does). Looks before it works (see above); text
-    whose only unprintable characters are ignorables and " " is the fast kind."""
+    """`text` with every default-ignorable code point removed. `printable`: what
+    text.isprintable() said, if the caller asked (the matcher does); False promises nothing.
+    Looks before it works (see above)."""
     if printable is None:
         printable = text.isprintable()
     for ch in _LOOK_IN_PRINTABLE if printable else _LOOK_IN_ANY:

@@ -34,6 +34,7 @@ _ITEM_END, _TITLE_END, _SUMMARY_END, _JOIN = "\u241c", "\u241d", "\u241e", "\u24
 # Regular expressions find these faster than str.replace and `in` do (a third less, measured).
 _SPACED_DASH = {dash: re.compile(f" {re.escape(dash)} ") for dash in DASHES}
 _DOUBLE_SPACE = re.compile("  ")
+_DASH_SET = frozenset(DASHES)
 _MARKS = str.maketrans(dict.fromkeys(_ITEM_END + _TITLE_END + _SUMMARY_END + _JOIN, " "))
 
 
@@ -91,9 +92,6 @@ def normalize_mapped(text: str) -> Normalised:
             starts.append(start)
             ends.append(end)
     return Normalised("".join(chars), tuple(starts), tuple(ends))
-
-
-_DASH_SET = frozenset(DASHES)
 
 
 def _clusters(text: str) -> Iterator[tuple[str, int, int]]:

@@ -49,7 +49,8 @@ _SKIPPED_TAGS = frozenset({"script", "style", "template", "noscript"})
 def fold(text: str, printable: bool | None = None) -> str:
     """Fold text so that equivalent spellings compare equal (casefold turns ß into ss).
 
-    `printable` is text.isprintable() when the caller has it already (the matcher does).
+    `printable`: what text.isprintable() said, if the caller asked (the matcher does); False
+    promises nothing and is always safe.
     On the hot path of matching: ignorables are looked for before any work is done on them,
     str.replace per umlaut is several times faster than str.translate with a mapping, and the
     NFC check skips the (rare) normalisation. Ignorables go first, so that a soft hyphen between
