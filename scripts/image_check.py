@@ -129,7 +129,7 @@ def run_checks(podman: Podman, work: Path) -> None:
     with step(f"stand-in base image {BASE} (storage: {podman.driver})"):
         print(f"image-check:   {ensure_standin(podman, work)}", flush=True)
     try:
-        with step(f"build {IMAGE} from the Dockerfile (log: build.log)"):
+        with step(f"build {IMAGE} from the Dockerfile"):
             build_image(podman, work / "build.log")
         with step("image config: user, ENTRYPOINT, CMD, HEALTHCHECK"):
             config = check_config(podman)

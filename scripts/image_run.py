@@ -40,7 +40,7 @@ IN_IMAGE = r"""root=$1 user=$2 dir=$3 mount=$4 chroot=$5; shift 5
   && "$mount" -t tmpfs -o nosuid,nodev,mode=1777 shm "$root/dev/shm" \
   && "$mount" -t proc -o nosuid,nodev,noexec proc "$root/proc" \
   || { echo "image-check: cannot mount /dev and /proc in $root" >&2; exit 125; }
-exec "$chroot" --userspec="$user" "$root" /bin/sh -c 'cd "$0" && exec "$@"' "$dir" "$@"
+exec "$chroot" --userspec="$user" "$root" /bin/sh -c 'cd "$1" || exit 125; shift; exec "$@"' image "$dir" "$@"
 """
 T = TypeVar("T")
 LIBC = ctypes.CDLL(None, use_errno=True)
