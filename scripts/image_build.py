@@ -98,12 +98,10 @@ class Podman:
 
     def __init__(self, driver: str) -> None:
         self.driver = driver
-        storage = [
-            "--root",
-            str(STORE / f"storage-{driver}"),
-            "--runroot",
-            f"/run/newswatch-image-check-{driver}",
-        ]
+        # runroot: podman's run-time state of this storage, on tmpfs so that a reboot clears it
+        # (podman takes at most 50 characters there)
+        runroot = f"/run/newswatch-{hashlib.sha256(str(STORE).encode()).hexdigest()[:8]}-{driver}"
+        storage = ["--root", str(STORE / f"storage-{driver}"), "--runroot", runroot]
         self.prefix = ["podman", *storage, "--storage-driver", driver]
 
     @classmethod
@@ -113,8 +111,10 @@ class Podman:
         wanted = os.environ.get("NEWSWATCH_IMAGE_DRIVER")
         if wanted:
             return cls(wanted)
-        overlay = cls("overlay")
-        return overlay if overlay.quiet("info") == 0 else cls("vfs")
+        STORE.mkdir(parents=True, exist_ok=True)
+        kernel = Path("/proc/filesystems").read_text().split()
+        below = subprocess.run(["stat", "-f", "-c", "%T", str(STORE)], capture_output=True, text=True).stdout
+        return cls("overlay" if "overlay" in kernel and below.strip() != "overlayfs" else "vfs")
 
     def __call__(self, *args: str, log: Path | None = None) -> str:
         return run([*self.prefix, *args], log, what=f"podman {args[0]}")
