@@ -38,9 +38,10 @@ TOOLS = ("podman", "buildah", "mmdebstrap")
 STANDIN_LABEL = "io.newswatch.standin"
 STANDIN_PACKAGES = "python3,python3-venv,ca-certificates"
 # What Debian's own slim images leave out; merged /usr without the usrmerge package (and its perl).
+MERGED_USR_HOOK = Path("/usr/share/mmdebstrap/hooks/merged-usr")
 MMDEBSTRAP_OPTIONS = [
     "--variant=minbase",
-    "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+    *([f"--hook-dir={MERGED_USR_HOOK}"] if MERGED_USR_HOOK.is_dir() else []),
     '--aptopt=Acquire::Retries "3"',
     '--aptopt=APT::Install-Recommends "false"',
     *(
@@ -154,7 +155,8 @@ def ensure_tools() -> None:
             return
         output = install.stdout + install.stderr
         print(f"image-check: apt-get install failed (try {attempt} of 3)", flush=True)
-        time.sleep(10 * attempt)  # a mirror hiccup: give it a moment before the next try
+        if attempt < 3:
+            time.sleep(10 * attempt)  # a mirror hiccup: give it a moment before the next try
     raise CheckFailed(f"apt-get could not install {' '.join(TOOLS)}:\n{tail(output)}")
 
 

@@ -182,10 +182,16 @@ def local_redis(work: Path) -> Iterator[str]:
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
     try:
-        wait_until(lambda: answers(url) or process.poll() is not None, 15, "answer from redis-server")
+        wait_until(lambda: answers(url) or _exited("redis-server", process), 15, "answer from redis-server")
         yield url
     finally:
         stop({"redis-server": process})
+
+
+def _exited(name: str, process: subprocess.Popen[bytes]) -> bool:
+    if process.poll() is not None:
+        raise CheckFailed(f"{name} exited with {process.returncode}")
+    return False
 
 
 def _die_with_parent() -> None:
