@@ -24,6 +24,7 @@ from worker.core.models import AlertMatch, Item, utc_iso
 from worker.core.render import deliveries_for
 from worker.core.rules import Classified
 from worker.core.text import printable
+from worker.logs import rq_level
 from worker.polling import poll_feed, poll_threads
 from worker.runtime import Runtime, connect
 
@@ -59,7 +60,7 @@ def worker(
             file=sys.stderr,
         )
         return EXIT_USAGE
-    level = logging.getLevelName(logging.getLogger().level)
+    level = rq_level(logging.getLevelName(logging.getLogger().level))
     wait = 1.0
     while True:
         try:

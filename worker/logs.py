@@ -57,6 +57,16 @@ class JsonFormatter(TextFormatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def rq_level(level: str) -> str:
+    """The level for RQ's own loggers: WARNING (or quieter, if ours is) unless ours is DEBUG.
+    At INFO RQ says what it does every few seconds (pubsub subscriptions, registry cleaning
+    each maintenance interval, three lines per job): most of `make run`'s output, and nothing
+    an operator acts on. Its warnings and errors stay."""
+    if level.upper() == "DEBUG":
+        return "DEBUG"
+    return level.upper() if logging.getLevelName(level.upper()) > logging.WARNING else "WARNING"
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers.clear()
@@ -69,6 +79,9 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "apscheduler.executors", "apscheduler.scheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # RQ sets rq.worker, rq.job and rq.scheduler again from Worker.work(logging_level=...):
+    # `newswatch worker` passes rq_level() there too.
+    logging.getLogger("rq").setLevel(rq_level(level))
 
     alerts = logging.getLogger("newswatch.alerts")
     alerts.handlers.clear()
