@@ -12,6 +12,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
 from worker.adapters import keys, rqcompat
+from worker.core.errors import DeliveryError
 from worker.core.models import Item
 
 ITEM_JOB = "worker.jobs.process_items"
@@ -40,8 +41,8 @@ def worker(
     work_horse_killed: Callable[..., None] | None = None,
     fork: bool = False,
 ) -> BaseWorker:
-    worker_class: type[BaseWorker] = rqcompat.NewswatchForkingWorker if fork else rqcompat.NewswatchWorker
-    return worker_class(
+    worker_class = rqcompat.NewswatchForkingWorker if fork else rqcompat.NewswatchWorker
+    rq_worker = worker_class(
         [queue(connection, n) for n in names],
         connection=connection,
         serializer=JSONSerializer,
@@ -51,6 +52,9 @@ def worker(
         worker_ttl=WORKER_TTL,
         work_horse_killed_handler=work_horse_killed,
     )
+    # A receiver that is down is no bug: one line from the job's on_failure, no RQ traceback.
+    rq_worker.expected_failures = (DeliveryError,)
+    return rq_worker
 
 
 def queue(connection: redis.Redis, name: str) -> Queue:

@@ -9,6 +9,7 @@ touches RQ's registries, job hash fields or worker internals.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -156,7 +157,37 @@ def live_workers(connection: redis.Redis) -> int:
     return len(Worker.all(connection=connection))
 
 
-class NewswatchWorker(SimpleWorker):
+class _ErrorsAsDebug(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger whose ERROR (and worse) lines come out at DEBUG."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        super().log(logging.DEBUG if level >= logging.ERROR else level, msg, *args, **kwargs)
+
+
+class _ExpectedFailuresInOneLine:
+    """RQ logs every exception a job raises at ERROR with its whole traceback (Worker.handle_exception,
+    before its exception handlers run). For the failures newswatch expects, a receiver that is
+    down or refuses (DeliveryError), the job's on_failure callback has already logged one line
+    naming alert and channel: the 60-line traceback after it says nothing more and buries it.
+    So for `expected_failures` RQ's own line goes to DEBUG; everything else (a bug) keeps it.
+    Nothing else changes: exception handlers and Sentry's RQ integration (which wraps
+    handle_exception) still see every failure."""
+
+    expected_failures: tuple[type[BaseException], ...] = ()
+    log: Any
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        if not isinstance(exc_info[1], self.expected_failures):
+            super().handle_exception(job, *exc_info)  # type: ignore[misc]
+            return
+        log, self.log = self.log, _ErrorsAsDebug(self.log, {})
+        try:
+            super().handle_exception(job, *exc_info)  # type: ignore[misc]
+        finally:
+            self.log = log
+
+
+class NewswatchWorker(_ExpectedFailuresInOneLine, SimpleWorker):
     """The default: jobs run in the worker process itself. RQ's forking worker spends ~10 ms per
     job on fork() and a fresh process (and our runtime's HTTP client and TLS context with it);
     that caps deliveries at a few dozen per second and worker. The price is isolation: a job that
@@ -168,7 +199,7 @@ class NewswatchWorker(SimpleWorker):
         return int(job.timeout or FALLBACK_JOB_TIMEOUT) + HEARTBEAT_MARGIN
 
 
-class NewswatchForkingWorker(Worker):
+class NewswatchForkingWorker(_ExpectedFailuresInOneLine, Worker):
     """`newswatch worker --fork`: every job in a forked work horse, for isolation over speed."""
 
     def get_heartbeat_ttl(self, job: Any) -> int:

@@ -1,0 +1,77 @@
+"""What a newcomer meets in the first hour (issue 17), as the newcomer meets it: the `newswatch`
+command in a subprocess, a real Redis, local HTTP servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+
+from tests.conftest import EULERPOOL_RSS, ROOT, LocalServer, Response, stop_processes, wait_for
+from worker.adapters import keys, queues, rqcompat
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "NEWSWATCH_CONFIG")}
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        capture_output=True, text=True, cwd=cwd, env={**clean, **(env or {})}, timeout=60,
+    )  # fmt: skip
+
+
+def write_config(tmp_path: Path, redis_url: str, server: LocalServer, extra: str = "") -> str:
+    path = tmp_path / "newswatch.yaml"
+    path.write_text(
+        f"""
+redis: {{url: "{redis_url}"}}
+metrics: {{port: 0}}
+polling: {{interval: 1m, max_age: off, allow_private_addresses: true}}
+delivery: {{retries: [1s, 1s], timeout: 3s}}
+feeds:
+  - {{name: eulerpool, url: "{server.url("/eulerpool.rss")}"}}
+alerts:
+  - {{name: deepseek, query: DeepSeek, channels: [hook]}}
+channels:
+  hook: {{type: webhook, url: "{server.url("/hook")}"}}
+{extra}
+""",
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+def test_a_receiver_that_is_down_is_one_line_per_try_and_rq_keeps_quiet(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """Each failed try of a webhook is one warning naming alert and channel; no RQ traceback,
+    no RQ chatter at INFO. A bug in a job still gets its traceback; DEBUG shows RQ again."""
+    http_server.routes["/eulerpool.rss"] = Response(EULERPOOL_RSS.read_bytes())
+    http_server.routes["/hook"] = Response(b"down for maintenance", 503)
+    config = write_config(tmp_path, redis_url, http_server)
+    assert cli("poll", "--config", config).returncode == 0
+    deliveries = queues.queue(redis.Redis.from_url(redis_url), keys.DELIVERIES_QUEUE)
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "worker", "--config", config],
+            stderr=out, cwd=ROOT,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: rqcompat.failed_count(deliveries) == 1, timeout=60)
+        finally:
+            stop_processes(worker)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    tries = [line for line in text.splitlines() if "alert=deepseek channel=hook" in line]
+    assert len(tries) == 3, text  # the first try, the retry, the last: one line each
+    assert all("HTTP 503" in line for line in tries)
+    assert " rq." not in text, text  # RQ's INFO lines (subscribing, cleaning registries, Job OK)
+
+    # A delivery job that cannot even read its arguments is a bug: RQ's traceback stays.
+    deliveries.enqueue("worker.jobs.deliver", {"alert": "broken"}, result_ttl=60)
+    bug = cli("worker", "--burst", "--log-level", "DEBUG", "--config", config)
+    assert "Traceback" in bug.stderr and "KeyError" in bug.stderr
+    assert "rq.worker" in bug.stderr  # at DEBUG, RQ says what it does again
