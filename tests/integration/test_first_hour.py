@@ -3,7 +3,9 @@ command in a subprocess, a real Redis, local HTTP servers."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,11 @@ from pathlib import Path
 import redis
 
 from tests.conftest import EULERPOOL_RSS, ROOT, LocalServer, Response, stop_processes, wait_for
+from tests.integration.helpers import drain, make_runtime
 from worker.adapters import keys, queues, rqcompat
+from worker.commands import status_data
+from worker.core.poll import GUID_CHURN_WARNING
+from worker.polling import poll_feed
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -75,3 +81,28 @@ def test_a_receiver_that_is_down_is_one_line_per_try_and_rq_keeps_quiet(
     bug = cli("worker", "--burst", "--log-level", "DEBUG", "--config", config)
     assert "Traceback" in bug.stderr and "KeyError" in bug.stderr
     assert "rq.worker" in bug.stderr  # at DEBUG, RQ says what it does again
+
+
+def test_a_renamed_feed_is_not_said_to_churn_its_guids(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """The same file polled under a new feed name: its stories are known (no alert again), and
+    nothing churns. A real new GUID for a known link in the same feed still warns."""
+    http_server.routes["/eulerpool.rss"] = Response(EULERPOOL_RSS.read_bytes())
+    feed = f'{{name: eulerpool, url: "{http_server.url("/eulerpool.rss")}"}}'
+    renamed = f'{{name: eulerpool-de, url: "{http_server.url("/eulerpool.rss")}"}}'
+    rt = make_runtime(tmp_path, redis_url, f"feeds: [{feed}]")
+    assert poll_feed(rt, rt.settings.feeds[0]).enqueued == 7
+    drain(rt)
+    renamed_rt = make_runtime(tmp_path, redis_url, f"feeds: [{renamed}]")
+    outcome = poll_feed(renamed_rt, renamed_rt.settings.feeds[0])
+    assert (outcome.items, outcome.enqueued) == (7, 0)
+    assert [f["warning"] for f in status_data(renamed_rt)["feeds"]] == [None]
+
+    text = re.sub(r"<guid[^>]*>[^<]*</guid>", "", EULERPOOL_RSS.read_text(encoding="utf-8"))
+    numbers = itertools.count()
+    churned = re.sub("<item>", lambda _: f"<item><guid>new-{next(numbers)}</guid>", text)
+    http_server.routes["/eulerpool.rss"] = Response(churned.encode())
+    rt = make_runtime(tmp_path, redis_url, f"feeds: [{feed}]")
+    poll_feed(rt, rt.settings.feeds[0])
+    assert [f["warning"] for f in status_data(rt)["feeds"]] == [GUID_CHURN_WARNING]

@@ -19,7 +19,7 @@ import redis
 from worker.adapters import keys
 from worker.adapters.outbox import Outbox
 from worker.core.errors import NewswatchError
-from worker.core.identity import guid_tag, primary_identity
+from worker.core.identity import guid_changed, seen_tag
 from worker.core.models import Delivery, Item, parse_utc, utc_iso
 from worker.core.poll import FeedState, StateUpdate
 
@@ -42,8 +42,9 @@ class Candidate:
 
     @property
     def tag(self) -> int:
+        """The value of its seen-key: the feed and the GUID it was seen under (GUID churn)."""
         item = self.item
-        return guid_tag(primary_identity(item.feed, item.guid, item.link, item.title, item.published))
+        return seen_tag(item.feed, item.guid, item.link, item.title, item.published)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Committed:
 @dataclass(frozen=True)
 class Lookup:
     fresh: list[Candidate]
-    guid_churn: int  # items whose link is known under another GUID
+    guid_churn: int  # items whose link this feed showed before under another GUID
 
 
 class SeenStore:
@@ -70,7 +71,11 @@ class SeenStore:
             return Lookup([], 0)
         values = self.redis.mget([c.key for c in candidates])
         fresh = [c for c, value in zip(candidates, values, strict=True) if value is None]
-        churn = sum(1 for c, v in zip(candidates, values, strict=True) if v is not None and int(v) != c.tag)
+        churn = sum(
+            1
+            for c, v in zip(candidates, values, strict=True)
+            if v is not None and guid_changed(int(v), c.tag)
+        )
         return Lookup(fresh, churn)
 
     def commit_new(
