@@ -24,6 +24,7 @@ from worker.core.models import AlertMatch, Item, utc_iso
 from worker.core.render import deliveries_for
 from worker.core.rules import Classified
 from worker.core.text import printable
+from worker.core.units import format_duration
 from worker.logs import rq_level
 from worker.polling import poll_feed, poll_threads
 from worker.runtime import Runtime, connect
@@ -142,6 +143,8 @@ def status_data(rt: Runtime) -> dict[str, Any]:
                 "error": _printable_or_none(state.error),
                 "error_count": state.error_count,
                 "items_seen": state.items_seen,
+                # Published before polling.max_age: recorded, never alerted (say so, not silence).
+                "too_old": state.too_old,
                 "warning": _printable_or_none(state.warning),
             }
         )
@@ -182,7 +185,7 @@ def status(config: Config, as_json: bool) -> int:
             problem = Text.assemble(("disabled: ", "red"), problem)
         feeds.add_row(
             Text(f["name"]), Text(f["last_success"] or "never"), Text(f["next_poll"] or "-"),
-            Text(str(f["error_count"])), Text(str(f["items_seen"])), problem or Text("ok", style="green"),
+            Text(str(f["error_count"])), Text(_items_seen(f)), problem or Text("ok", style="green"),
         )  # fmt: skip
     queue_table = Table(title="Queues")
     for column in ("queue", "queued", "started", "failed"):
@@ -191,8 +194,16 @@ def status(config: Config, as_json: bool) -> int:
         queue_table.add_row(*(Text(str(q[key])) for key in ("name", "queued", "started", "failed")))
     console = Console()
     console.print(feeds)
+    if any(f["too_old"] for f in data["feeds"]):
+        max_age = config.settings.polling.max_age
+        age = format_duration(max_age) if max_age else "off"
+        console.print(Text(f"too old: published before polling.max_age ({age}); recorded, never alerted"))
     console.print(queue_table)
     return EXIT_OK
+
+
+def _items_seen(feed: dict[str, Any]) -> str:
+    return f"{feed['items_seen']} ({feed['too_old']} too old)" if feed["too_old"] else str(feed["items_seen"])
 
 
 def sample_item() -> Item:

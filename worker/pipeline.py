@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from worker.adapters.store import Candidate
 from worker.core.models import Item, parse_utc
 from worker.core.render import deliveries_for
 from worker.core.rules import classify_many, too_old_to_alert
+from worker.core.units import format_duration
 from worker.delivery import deliver_new
 from worker.runtime import Runtime
 
@@ -28,18 +30,32 @@ def process_items(
     wiped). Safe to run any number of times for the same batch (RQ retries, abandoned jobs)."""
     now = rt.clock()
     max_age = rt.settings.polling.max_age
-    candidates = []
+    candidates, too_old = [], set()
     for classified in classify_many([Item.from_dict(data) for data in item_dicts], rt.config.rules):
         item = classified.item
-        quiet = baseline or too_old_to_alert(item, now, max_age)
+        if too_old_to_alert(item, now, max_age):
+            too_old.add(item.id)
+        quiet = baseline or item.id in too_old
         deliveries = () if quiet else tuple(deliveries_for(classified, now))
         candidates.append(Candidate(item, deliveries))
     committed = rt.seen_store.commit_new(feed, candidates, rt.outbox, now)
     new = committed.new
     alerts = sum(len(c.deliveries) for c in new)
-    log.info("feed=%s batch: %d items, %d new, %d deliveries", feed, len(candidates), len(new), alerts)
+    # Counted after the commit: a batch run again finds its items seen and counts nothing twice.
+    old = sum(1 for c in new if c.item.id in too_old)
+    rt.feed_states.count_too_old(feed, old)
+    log.info(
+        "feed=%s batch: %d items, %d new, %d deliveries%s",
+        feed, len(candidates), len(new), alerts, _too_old_note(old, max_age),
+    )  # fmt: skip
     deliver_new(rt, committed.immediate)
     return len(new)
+
+
+def _too_old_note(count: int, max_age: timedelta | None) -> str:
+    if not count or max_age is None:
+        return ""
+    return f"; {count} published before polling.max_age ({format_duration(max_age)}): recorded, not alerted"
 
 
 def flush_digest(rt: Runtime, alert: str, channel: str, window_end: str) -> int:

@@ -4,6 +4,7 @@ command in a subprocess, a real Redis, local HTTP servers."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import subprocess
@@ -28,13 +29,15 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subp
     )  # fmt: skip
 
 
-def write_config(tmp_path: Path, redis_url: str, server: LocalServer, extra: str = "") -> str:
+def write_config(
+    tmp_path: Path, redis_url: str, server: LocalServer, extra: str = "", max_age: str = "off"
+) -> str:
     path = tmp_path / "newswatch.yaml"
     path.write_text(
         f"""
 redis: {{url: "{redis_url}"}}
 metrics: {{port: 0}}
-polling: {{interval: 1m, max_age: off, allow_private_addresses: true}}
+polling: {{interval: 1m, max_age: {max_age}, allow_private_addresses: true}}
 delivery: {{retries: [1s, 1s], timeout: 3s}}
 feeds:
   - {{name: eulerpool, url: "{server.url("/eulerpool.rss")}"}}
@@ -106,3 +109,23 @@ def test_a_renamed_feed_is_not_said_to_churn_its_guids(
     rt = make_runtime(tmp_path, redis_url, f"feeds: [{feed}]")
     poll_feed(rt, rt.settings.feeds[0])
     assert [f["warning"] for f in status_data(rt)["feeds"]] == [GUID_CHURN_WARNING]
+
+
+def test_items_too_old_to_alert_are_counted_in_the_log_and_in_status(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """The sample's seven items are from August 2025: with max_age 3d they are recorded, not
+    alerted, and the batch's log line and `status` say how many and why."""
+    http_server.routes["/eulerpool.rss"] = Response(EULERPOOL_RSS.read_bytes())
+    config = write_config(tmp_path, redis_url, http_server, max_age="3d")
+    assert cli("poll", "--config", config).returncode == 0
+    worker = cli("worker", "--burst", "--config", config)
+    assert (
+        "feed=eulerpool batch: 7 items, 7 new, 0 deliveries; 7 published before polling.max_age (3d): "
+        "recorded, not alerted"
+    ) in worker.stderr
+    (feed,) = json.loads(cli("status", "--json", "--config", config).stdout)["feeds"]
+    assert (feed["items_seen"], feed["too_old"]) == (7, 7)
+    text = cli("status", "--config", config).stdout
+    assert "7 (7 too old)" in text and "published before polling.max_age (3d)" in text
+    assert http_server.received("/hook") == []

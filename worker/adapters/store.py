@@ -137,6 +137,7 @@ def state_from_fields(data: dict[str, str], remembered: bool = False) -> FeedSta
         error=data.get("error") or None,
         error_count=_count(data.get("error_count")),
         items_seen=_count(data.get("items_seen")),
+        too_old=_count(data.get(_TOO_OLD)),
         disabled=data.get("disabled") == "1",
         not_before=_moment(data.get("not_before")),
         moved_from=data.get("moved_from") or None,
@@ -163,6 +164,7 @@ def _moment(text: str | None) -> datetime | None:
 
 
 _REVISION = "rev"
+_TOO_OLD = "too_old"
 # Every write of a feed's state goes through this script: it sets the fields and a new revision
 # (ARGV[2], random, so a revision is never seen twice, not even after a flush). With an expected
 # revision (ARGV[1], "*" for none) it writes only if that is still the revision in Redis, and
@@ -220,6 +222,12 @@ class FeedStateStore:
         if (revision or b"").decode() != state.revision:  # type: ignore[union-attr]
             self._known.pop(feed, None)
             raise StaleStateError(f"feed={feed}: state changed under the poll")
+
+    def count_too_old(self, feed: str, count: int) -> None:
+        """Count new items of a feed that were too old to alert (`status` shows the total). Like
+        items_seen, a counter beside the poll state: it leaves the revision alone."""
+        if count:
+            self.redis.hincrby(keys.feed_state(feed), _TOO_OLD, count)
 
     def write(self, feed: str, update: StateUpdate, expect: FeedState | None = None) -> None:
         """Write the update's fields (None is stored empty, so a write is one command;
