@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from worker import __version__
-from worker.config import Config, address_warnings, load_config
+from worker.config import Config, address_warnings, load_config, query_warnings
 from worker.core.errors import ConfigError, DeliveryError
 from worker.core.text import printable
 from worker.logs import configure_logging
@@ -120,6 +120,8 @@ def _check_config(config: Config) -> int:
         f"{len(s.topics)} topics, {len(s.channels)} channels"
     )
     for warning in address_warnings(s):  # valid, but it will not work as written: exit stays 0
+        print(f"newswatch: warning: {warning}", file=sys.stderr)
+    for warning in query_warnings(s):  # valid, but likely not what was meant: exit stays 0
         print(f"newswatch: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 

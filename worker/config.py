@@ -27,7 +27,7 @@ from worker.adapters.net import literal_blocked_reason
 from worker.config_yaml import read_yaml
 from worker.core.errors import ConfigError, QuerySyntaxError
 from worker.core.poll import config_fingerprint
-from worker.core.query import parse_query, parse_term_list
+from worker.core.query import is_plain_term, lowercase_operators, parse_query, parse_term_list
 from worker.core.render import secret_key
 from worker.core.rules import AlertRule, RuleSet, TopicRule
 from worker.core.text import fold
@@ -465,6 +465,20 @@ def address_warnings(settings: Settings) -> list[str]:
         "polling.allow_private_addresses is off"
         for path, host in hosts
         if (reason := literal_blocked_reason(host))
+    ]
+
+
+def query_warnings(settings: Settings) -> list[str]:
+    """Queries that use `and`, `or` or `not` in lower case: valid, and searched as words, which
+    is rarely what was meant. check-config asks; the meaning stays as written."""
+    queries = [(f"alerts[{i}].query", alert.query) for i, alert in enumerate(settings.alerts)]
+    for name, terms in settings.topics.items():
+        queries += [(f"topics.{name}[{j}]", t) for j, t in enumerate(terms) if not is_plain_term(t)]
+    return [
+        f"{path}: {word!r} is searched as a word; did you mean {word.upper()}? (operators are upper "
+        f'case; write "{word}" in quotes to search the word and silence this)'
+        for path, query in queries
+        for word in dict.fromkeys(lowercase_operators(query))
     ]
 
 

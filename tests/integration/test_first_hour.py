@@ -129,3 +129,11 @@ def test_items_too_old_to_alert_are_counted_in_the_log_and_in_status(
     text = cli("status", "--config", config).stdout
     assert "7 (7 too old)" in text and "published before polling.max_age (3d)" in text
     assert http_server.received("/hook") == []
+
+
+def test_check_config_asks_about_lower_case_operators_and_still_passes(tmp_path: Path) -> None:
+    path = tmp_path / "lower.yaml"
+    path.write_text("alerts:\n  - {name: chips, query: deepseek and huawei}\n", encoding="utf-8")
+    result = cli("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "alerts[0].query: 'and' is searched as a word; did you mean AND?" in result.stderr

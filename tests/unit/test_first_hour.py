@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from worker.config import Settings, query_warnings
 from worker.core.identity import guid_changed, seen_tag
+from worker.core.query import And, Term, lowercase_operators, parse_query
+from worker.logs import rq_level
 
 DATE = datetime(2025, 8, 15, 13, 51, tzinfo=UTC)
 
@@ -19,3 +22,43 @@ def test_guid_churn_is_a_new_guid_for_a_known_link_in_the_same_feed_only() -> No
     # A tag written before feeds were part of it (31 bits) never counts as churn
     assert not guid_changed(12345, first) and not guid_changed(first & (2**31 - 1), first)
     assert 2**31 <= first < 2**62  # an integer Redis stores without allocating
+
+
+def test_lower_case_operators_are_found_and_keep_meaning_a_word() -> None:
+    assert lowercase_operators("deepseek and huawei") == ["and"]
+    assert lowercase_operators("(a Or b) not c AND d") == ["Or", "not"]
+    assert lowercase_operators('deepseek "and" title:or NOT x') == []  # plainly meant as words
+    assert lowercase_operators('unclosed "quote') == []
+    query = parse_query("deepseek and huawei")  # unchanged: three terms, "and" among them
+    assert isinstance(query, And) and [t.source for t in query.operands if isinstance(t, Term)] == [
+        "deepseek",
+        "and",
+        "huawei",
+    ]
+
+
+def test_query_warnings_name_the_key_and_ask() -> None:
+    settings = Settings.model_validate(
+        {
+            "alerts": [
+                {"name": "a", "query": "DeepSeek"},
+                {"name": "b", "query": "deepseek and huawei and x"},
+            ],
+            "topics": {"KI": ["KI and AI", "(LLM or GPT)"]},  # a plain entry is a phrase: no question
+        }
+    )
+    assert query_warnings(settings) == [
+        "alerts[1].query: 'and' is searched as a word; did you mean AND? (operators are upper case; "
+        'write "and" in quotes to search the word and silence this)',
+        "topics.KI[1]: 'or' is searched as a word; did you mean OR? (operators are upper case; "
+        'write "or" in quotes to search the word and silence this)',
+    ]
+
+
+def test_rq_logs_at_warning_unless_ours_is_debug() -> None:
+    assert [rq_level(level) for level in ("DEBUG", "INFO", "warning", "ERROR")] == [
+        "DEBUG",
+        "WARNING",
+        "WARNING",
+        "ERROR",
+    ]

@@ -233,7 +233,31 @@ def parse_query(query: str) -> Node:
     return _Parser(query).parse()
 
 
+def lowercase_operators(query: str) -> list[str]:
+    """Bare words of a query that spell an operator in another case ('and', 'Or'): they are
+    searched as words (operators are upper case), though their writer may have meant AND, OR
+    or NOT. Quoted ("and") or with a field (title:and), a word is plainly meant as one."""
+    try:
+        tokens = _tokenize(query)
+    except QuerySyntaxError:
+        return []
+    return [
+        value
+        for kind, value, field_name in tokens
+        if kind == "word" and field_name is None and value.upper() in _OPERATORS and value not in _OPERATORS
+    ]
+
+
 _PLAIN_TERM = re.compile(r'[^"()]+')
+
+
+def is_plain_term(entry: str) -> bool:
+    """A topic entry without query syntax: one term, or (with spaces) one phrase."""
+    return (
+        _PLAIN_TERM.fullmatch(entry.strip()) is not None
+        and not _OPERATORS.intersection(entry.split())
+        and not entry.strip().startswith("-")
+    )
 
 
 def parse_term_list(entries: Iterable[str]) -> Node:
@@ -241,11 +265,7 @@ def parse_term_list(entries: Iterable[str]) -> Node:
     nodes: list[Node] = []
     for entry in entries:
         entry_words = entry.split()
-        plain = (
-            _PLAIN_TERM.fullmatch(entry.strip()) is not None
-            and not _OPERATORS.intersection(entry_words)
-            and not entry.strip().startswith("-")
-        )
+        plain = is_plain_term(entry)
         if plain and len(entry_words) > 1:
             nodes.append(make_term(" ".join(entry_words), phrase=True))
         elif plain:
