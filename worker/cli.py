@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from worker import __version__
-from worker.config import Config, address_warnings, load_config, query_warnings
+from worker.config import READ_ONLY_COMMANDS, Config, address_warnings, load_config, query_warnings
 from worker.core.errors import ConfigError, DeliveryError
 from worker.core.text import printable
 from worker.logs import configure_logging
@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     try:
-        config = load_config(args.config)
+        # Commands that send nothing do not need the channels' secrets (Config.unavailable).
+        config = load_config(args.config, read_only=args.command in READ_ONLY_COMMANDS)
     except ConfigError as e:
         print(f"newswatch: invalid configuration ({len(e.problems)} problem(s)):", file=sys.stderr)
         for problem in e.problems:

@@ -12,7 +12,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -20,7 +20,15 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import sentry_sdk.utils
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from worker.adapters.http_fetch import request_url
 from worker.adapters.net import literal_blocked_reason
@@ -263,6 +271,9 @@ class Config:
     rules: RuleSet
     secrets: tuple[str, ...]
     path: str
+    # Read-only commands only (load_config(read_only=True)): channels whose ${VAR}s are not set
+    # here, each with the variables it lacks; a channel that is invalid without them is left out.
+    unavailable: Mapping[str, str] = field(default_factory=dict)
 
     def redact(self, text: str) -> str:
         """The text with every configured secret and any URL password replaced by ***."""
@@ -285,14 +296,17 @@ def interpolate(
     path: str,
     problems: list[str],
     written: dict[str, tuple[str, str]] | None = None,
+    unset: list[tuple[str, str]] | None = None,
 ) -> Any:
     """Replace ${VAR} and ${VAR:-default} in every string of the YAML tree. `written` gets,
-    per key path interpolated, the value as written and as it came out."""
+    per key path interpolated, the value as written and as it came out; `unset`, the key path
+    and name of each variable that is not set and has no default."""
     written = {} if written is None else written
+    unset = [] if unset is None else unset
     if isinstance(node, dict):
-        return {k: interpolate(v, env, _join(path, k), problems, written) for k, v in node.items()}
+        return {k: interpolate(v, env, _join(path, k), problems, written, unset) for k, v in node.items()}
     if isinstance(node, list):
-        return [interpolate(v, env, f"{path}[{i}]", problems, written) for i, v in enumerate(node)]
+        return [interpolate(v, env, f"{path}[{i}]", problems, written, unset) for i, v in enumerate(node)]
     if not isinstance(node, str) or "${" not in node:
         return node
 
@@ -303,6 +317,7 @@ def interpolate(
         if default is not None:
             return default
         problems.append(f"{path}: environment variable {name} is not set (write ${{{name}:-default}})")
+        unset.append((path, name))
         return ""
 
     value = _VAR.sub(replace, node)
@@ -497,8 +512,44 @@ def build_rules(settings: Settings) -> RuleSet:
     return RuleSet(topics, alerts, {feed.name: tuple(feed.tags) for feed in settings.feeds})
 
 
-def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Load, interpolate and validate a config file; raises ConfigError listing every problem."""
+# Commands that only read newswatch's state and send nothing: they need no channel secrets.
+READ_ONLY_COMMANDS = frozenset({"status", "health", "dashboard", "explain", "try", "preview", "alerts"})
+
+
+def _spare_channels(
+    raw: dict[str, Any], problems: list[str], unset: list[tuple[str, str]]
+) -> tuple[list[str], dict[str, str]]:
+    """For read-only commands: a ${VAR} of a channel that is not set here (a secret kept only
+    where the daemon runs) is no problem. Returns the remaining problems and, per channel, the
+    variables it lacks; a channel that does not validate without them is taken out of `raw`
+    (references to it were checked already)."""
+    channels = raw.get("channels") if isinstance(raw.get("channels"), dict) else None
+    lacking: dict[str, list[str]] = {}
+    for path, variable in unset:
+        for name in channels or {}:
+            if _within(path, f"channels.{name}"):
+                lacking.setdefault(name, []).append(variable)
+    if not lacking or channels is None:
+        return problems, {}
+    spared = [f"channels.{name}" for name in lacking]
+    problems = [p for p in problems if not any(_within(p.split(": ", 1)[0], s) for s in spared)]
+    for name in lacking:
+        try:
+            _CHANNEL.validate_python(channels[name])
+        except ValidationError:
+            del channels[name]
+    return problems, {name: ", ".join(dict.fromkeys(v)) for name, v in lacking.items()}
+
+
+_CHANNEL: TypeAdapter[Channel] = TypeAdapter(Channel)
+
+
+def load_config(
+    path: str | None = None, env: Mapping[str, str] | None = None, read_only: bool = False
+) -> Config:
+    """Load, interpolate and validate a config file; raises ConfigError listing every problem.
+    `read_only` (status, health, ...: commands that send nothing) spares channels whose ${VAR}s
+    are not set; Config.unavailable names them."""
     env = os.environ if env is None else env
     path = path or env.get("NEWSWATCH_CONFIG") or DEFAULT_CONFIG
     raw = read_yaml(path)
@@ -506,7 +557,8 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
         raise ConfigError([f"{path}: the top level must be a mapping of sections (redis, feeds, ...)"])
     problems: list[str] = []
     written: dict[str, tuple[str, str]] = {}
-    raw = interpolate(raw, env, "", problems, written)
+    unset: list[tuple[str, str]] = []
+    raw = interpolate(raw, env, "", problems, written, unset)
     unset_paths = {p.split(": ", 1)[0] for p in problems}
     for section, key, var in (("redis", "url", "REDIS_URL"), ("sentry", "dsn", "SENTRY_DSN")):
         if env.get(var):
@@ -514,6 +566,9 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
             raw[section] = {**(section_value if isinstance(section_value, dict) else {}), key: env[var]}
             written[f"{section}.{key}"] = (f"${{{var}}}", env[var])
     problems += _cross_check(raw)
+    unavailable: dict[str, str] = {}
+    if read_only:
+        problems, unavailable = _spare_channels(raw, problems, unset)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as e:
@@ -522,4 +577,4 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
         settings = None
     if problems or settings is None:
         raise ConfigError(_hide_interpolated(problems, written))
-    return Config(settings, build_rules(settings), _secrets_of(settings), path)
+    return Config(settings, build_rules(settings), _secrets_of(settings), path, unavailable)

@@ -11,12 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
 from tests.conftest import EULERPOOL_RSS, ROOT, LocalServer, Response, stop_processes, wait_for
 from tests.integration.helpers import drain, make_runtime
 from worker.adapters import keys, queues, rqcompat
 from worker.commands import status_data
+from worker.config import load_config
+from worker.core.errors import ConfigError
 from worker.core.poll import GUID_CHURN_WARNING
 from worker.polling import poll_feed
 
@@ -137,3 +140,46 @@ def test_check_config_asks_about_lower_case_operators_and_still_passes(tmp_path:
     result = cli("check-config", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert "alerts[0].query: 'and' is searched as a word; did you mean AND?" in result.stderr
+
+
+def test_read_only_commands_need_no_channel_secrets(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """A secret kept only where the daemon runs (${WEBHOOK_SECRET}, even a Slack-style URL)
+    does not stop status or health in another shell; commands that send still refuse."""
+    extra = """
+  signed: {type: webhook, url: "https://hooks.example.org/x", secret: "${WEBHOOK_SECRET}"}
+  slack: {type: webhook, url: "${SLACK_WEBHOOK_URL}"}
+"""
+    config = write_config(tmp_path, redis_url, http_server, extra=extra)
+    status = cli("status", "--json", "--config", config)
+    assert status.returncode == 0, status.stderr
+    assert [f["name"] for f in json.loads(status.stdout)["feeds"]] == ["eulerpool"]
+    assert cli("health", "--config", config).returncode == 1  # unhealthy (nothing runs), not exit 2
+    for sending in (["test-alert", "hook"], ["poll"], ["check-config"]):
+        refused = cli(*sending, "--config", config)
+        assert refused.returncode == 2
+        assert "channels.signed.secret: environment variable WEBHOOK_SECRET is not set" in refused.stderr
+        assert "channels.slack.url: environment variable SLACK_WEBHOOK_URL is not set" in refused.stderr
+
+
+def test_a_read_only_config_says_which_channels_lack_what(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        """
+alerts: [{name: a, query: DeepSeek, channels: [signed, slack, console]}]
+channels:
+  signed: {type: webhook, url: "https://hooks.example.org/x", secret: "${WEBHOOK_SECRET}"}
+  slack: {type: webhook, url: "${SLACK_WEBHOOK_URL}"}
+  mail: {type: email, to: ["${OPS_MAIL}"], from: a@example.org}
+""",
+        encoding="utf-8",
+    )
+    config = load_config(str(path), {}, read_only=True)
+    assert dict(config.unavailable) == {
+        "signed": "WEBHOOK_SECRET", "slack": "SLACK_WEBHOOK_URL", "mail": "OPS_MAIL"
+    }  # fmt: skip
+    assert set(config.settings.channels) == {"signed"}  # usable for reading; the others are left out
+    assert config.rules.alerts[0].channels == ("signed", "slack", "console")
+    with pytest.raises(ConfigError):
+        load_config(str(path), {})
