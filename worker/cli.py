@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 
@@ -16,6 +17,7 @@ from worker import __version__
 from worker.config import READ_ONLY_COMMANDS, Config, address_warnings, load_config, query_warnings
 from worker.core.errors import ConfigError, DeliveryError
 from worker.core.text import printable
+from worker.core.units import parse_duration
 from worker.logs import configure_logging
 
 log = logging.getLogger("newswatch")
@@ -59,7 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay-failed", parents=[common], help="send failed deliveries again")
     replay.add_argument("--channel", help="only deliveries to this channel")
     sub.add_parser("health", parents=[common], help="exit 0 when Redis, scheduler and workers are alive")
+    recent = sub.add_parser("alerts", parents=[common], help="recent alerts and where each delivery stands")
+    recent.add_argument("--since", type=_duration, default="1d", help="how far back (default 1d)")
+    recent.add_argument("--json", action="store_true", help="machine-readable output")
+    recent.add_argument("--alert", help="only this alert")
+    recent.add_argument("--channel", help="only deliveries to this channel")
     return parser
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as e:  # argparse says which option, then exits 2
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,6 +120,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         "dashboard": lambda: commands.dashboard(config, args.bind, args.port),
         "replay-failed": lambda: commands.replay_failed(config, args.channel),
         "health": lambda: commands.health(config),
+        "alerts": lambda: commands.alerts(config, args.since, args.json, args.alert, args.channel),
     }
     try:
         return handlers[args.command]()

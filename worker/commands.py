@@ -11,14 +11,14 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import redis
 
-from worker import channels, jobs, metrics, monitoring
+from worker import channels, history, jobs, metrics, monitoring
 from worker.adapters import keys, liveness, queues, rqcompat
-from worker.config import Config, FeedConfig
+from worker.config import DEFAULT_CHANNEL, Config, FeedConfig
 from worker.core.errors import DeliveryError
 from worker.core.models import AlertMatch, Item, utc_iso
 from worker.core.render import deliveries_for
@@ -28,6 +28,7 @@ from worker.core.units import format_duration
 from worker.logs import rq_level
 from worker.polling import poll_feed, poll_threads
 from worker.runtime import Runtime, connect
+from worker.tables import print_table
 
 log = logging.getLogger("newswatch")
 T = TypeVar("T")
@@ -79,12 +80,29 @@ def worker(
 def poll(config: Config, feed_names: list[str] | None) -> int:
     feeds = config.settings.feeds
     if feed_names:
-        unknown = sorted(set(feed_names) - {f.name for f in feeds})
-        if unknown:
-            print(f"newswatch: unknown feed(s): {', '.join(unknown)}", file=sys.stderr)
+        if unknown_names("feed", feed_names, [f.name for f in feeds]):
             return EXIT_USAGE
         feeds = [f for f in feeds if f.name in feed_names]
     return poll_feeds(connect(config).warm(), feeds)  # TLS context and stores built before the clock
+
+
+def unknown_names(kind: str, given: Iterable[str | None], known: Iterable[str]) -> bool:
+    """Say which of the names given (None: none given) are not configured, and which are; True
+    if any is unknown: the command then exits 2 rather than doing nothing quietly."""
+    known = sorted(set(known))
+    unknown = sorted({name for name in given if name is not None} - set(known))
+    if unknown:
+        what = f"{kind}s" if len(unknown) > 1 else kind
+        listed = ", ".join(repr(name) for name in unknown)
+        print(
+            f"newswatch: unknown {what} {listed} (configured: {', '.join(known) or 'none'})", file=sys.stderr
+        )
+    return bool(unknown)
+
+
+def channel_names(config: Config) -> list[str]:
+    """Configured channels, and the console channel alerts use by default."""
+    return [*config.settings.channels, DEFAULT_CHANNEL, *config.unavailable]
 
 
 def poll_feeds(rt: Runtime, feeds: Sequence[FeedConfig]) -> int:
@@ -154,7 +172,12 @@ def status_data(rt: Runtime) -> dict[str, Any]:
         "queues": [
             {"name": c.name, "queued": c.queued, "started": c.started, "failed": c.failed} for c in counts
         ],
+        # The newest failures, each with its reason: a count alone says nothing to act on.
+        "failed_deliveries": history.failed_deliveries(rt, FAILED_SHOWN),
     }
+
+
+FAILED_SHOWN = 20  # failed deliveries `status` lists; the queue's "failed" counts them all
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -171,35 +194,52 @@ def status(config: Config, as_json: bool) -> int:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return EXIT_OK
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
-    # Every cell is a Text, never a str: rich would read a str as markup, and an error quoting a
-    # server ("not a feed: text/[/oops]", "[link=…]") would crash the table or become a link.
-    feeds = Table(title="Feeds")
-    for column in ("feed", "last success", "next poll", "errors", "items seen", "problem"):
-        feeds.add_column(column)
+    console = Console()
+    rows = []
     for f in data["feeds"]:
         problem = Text(f["error"] or f["warning"] or "")
         if f["disabled"]:
             problem = Text.assemble(("disabled: ", "red"), problem)
-        feeds.add_row(
+        rows.append([
             Text(f["name"]), Text(f["last_success"] or "never"), Text(f["next_poll"] or "-"),
             Text(str(f["error_count"])), Text(_items_seen(f)), problem or Text("ok", style="green"),
-        )  # fmt: skip
-    queue_table = Table(title="Queues")
-    for column in ("queue", "queued", "started", "failed"):
-        queue_table.add_column(column)
-    for q in data["queues"]:
-        queue_table.add_row(*(Text(str(q[key])) for key in ("name", "queued", "started", "failed")))
-    console = Console()
-    console.print(feeds)
+        ])  # fmt: skip
+    columns = ("feed", "last success", "next poll", "errors", "items seen", "problem")
+    print_table(console, "Feeds", columns, rows, fold={"problem"})
     if any(f["too_old"] for f in data["feeds"]):
         max_age = config.settings.polling.max_age
         age = format_duration(max_age) if max_age else "off"
-        console.print(Text(f"too old: published before polling.max_age ({age}); recorded, never alerted"))
-    console.print(queue_table)
+        note = f"too old: published before polling.max_age ({age}); recorded, never alerted"
+        console.print(Text(note), soft_wrap=True)
+    queue_rows = [
+        [Text(str(q[key])) for key in ("name", "queued", "started", "failed")] for q in data["queues"]
+    ]
+    print_table(console, "Queues", ("queue", "queued", "started", "failed"), queue_rows)
+    failed = sum(q["failed"] for q in data["queues"] if q["name"] == keys.DELIVERIES_QUEUE)
+    _print_failed(console, data["failed_deliveries"], failed)
     return EXIT_OK
+
+
+def _print_failed(console: Any, failed: list[dict[str, Any]], total: int) -> None:
+    from rich.text import Text
+
+    if not failed:
+        return
+    rows = [
+        [Text(d["failed_at"] or "-"), Text(d["alert"] or "?"), Text(d["channel"] or "?"),
+         Text(d["title"] or ""), Text(d["reason"] or "no reason stored")]
+        for d in failed
+    ]  # fmt: skip
+    title = (
+        f"Failed deliveries ({len(failed)} newest of {total})" if total > len(failed) else "Failed deliveries"
+    )
+    print_table(
+        console, title, ("failed at", "alert", "channel", "item", "reason"), rows, fold={"item", "reason"}
+    )
+    note = "newswatch replay-failed [--channel NAME] sends them again, with their original ids"
+    console.print(Text(note), soft_wrap=True)
 
 
 def _items_seen(feed: dict[str, Any]) -> str:
@@ -245,6 +285,8 @@ def test_alert(config: Config, channel: str) -> int:
 
 
 def replay_failed(config: Config, channel: str | None) -> int:
+    if unknown_names("channel", [channel], channel_names(config)):
+        return EXIT_USAGE
     rt = connect(config)
     queue = rt.deliveries_queue
     # A replay gets the configured tries again. Same job id = same delivery id = same
@@ -259,6 +301,36 @@ def replay_failed(config: Config, channel: str | None) -> int:
         rqcompat.requeue_failed(queue, job, retries)
     print(f"replayed {len(failed)} failed deliveries" + (f" to channel {channel}" if channel else ""))
     return EXIT_OK
+
+
+def alerts(config: Config, since: timedelta, as_json: bool, alert: str | None, channel: str | None) -> int:
+    """The alerts of the last `since`, each delivery with where it stands."""
+    if unknown_names("alert", [alert], [a.name for a in config.settings.alerts]) or unknown_names(
+        "channel", [channel], channel_names(config)
+    ):
+        return EXIT_USAGE
+    data = history.recent_alerts(connect(config), since, alert, channel)
+    if as_json:
+        print(json.dumps({"alerts": data}, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    if not data:
+        print(f"no alerts in the last {format_duration(since)}")
+    for entry in data:
+        print(f"{entry['time']}  {entry['alert']}  feed={entry['feed']}  {entry['title']}")
+        for d in entry["deliveries"]:
+            print(f"    {d['channel']}: {_delivery_words(d)}")
+    return EXIT_OK
+
+
+def _delivery_words(delivery: dict[str, Any]) -> str:
+    state = delivery["state"]
+    if state == "retrying":
+        return f"retrying, next try {delivery['next_try'] or 'soon'}"
+    if state == "waiting":
+        return f"first try due {delivery['next_try'] or 'now'}"
+    if state == "failed":
+        return f"failed: {delivery['reason'] or 'no reason stored'} (newswatch replay-failed sends it again)"
+    return str(state)
 
 
 def health(config: Config) -> int:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from worker.adapters.alert_log import AlertLog, records_of
 from worker.adapters.store import Candidate
-from worker.core.models import Item, parse_utc
+from worker.core.models import Delivery, Item, parse_utc
 from worker.core.render import deliveries_for
 from worker.core.rules import classify_many, too_old_to_alert
 from worker.core.units import format_duration
@@ -48,8 +49,19 @@ def process_items(
         "feed=%s batch: %d items, %d new, %d deliveries%s",
         feed, len(candidates), len(new), alerts, _too_old_note(old, max_age),
     )  # fmt: skip
+    _record_alerts(rt, new, committed.immediate, now)
     deliver_new(rt, committed.immediate)
     return len(new)
+
+
+def _record_alerts(
+    rt: Runtime, new: Sequence[Candidate], immediate: Sequence[Delivery], now: datetime
+) -> None:
+    """What fired, for `newswatch alerts` (a bounded record; see adapters.alert_log)."""
+    deliveries = [d for c in new for d in c.deliveries]
+    if deliveries:
+        records = records_of(deliveries, {d.delivery_id for d in immediate}, now)
+        AlertLog(rt.redis).record(records)
 
 
 def _too_old_note(count: int, max_age: timedelta | None) -> str:

@@ -101,7 +101,8 @@ def test_410_stops_at_once_and_replay_failed_sends_with_the_original_id(
     assert job is not None and "HTTP 410 Gone" in (job.latest_result().exc_string or "")  # type: ignore[union-attr]
 
     http_server.routes["/hook"] = Response(b"ok")
-    assert commands.replay_failed(rt.config, "other-channel") == 0
+    assert commands.replay_failed(rt.config, "other-channel") == 2  # no such channel: say so
+    assert commands.replay_failed(rt.config, "console") == 0
     assert registry.count == 1  # another channel's replay leaves it alone
     assert commands.replay_failed(rt.config, "hook") == 0
     drain(rt)

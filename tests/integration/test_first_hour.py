@@ -129,8 +129,10 @@ def test_items_too_old_to_alert_are_counted_in_the_log_and_in_status(
     ) in worker.stderr
     (feed,) = json.loads(cli("status", "--json", "--config", config).stdout)["feeds"]
     assert (feed["items_seen"], feed["too_old"]) == (7, 7)
-    text = cli("status", "--config", config).stdout
+    text = cli("status", "--config", config, env={"COLUMNS": "40"}).stdout  # piped, and narrow
     assert "7 (7 too old)" in text and "published before polling.max_age (3d)" in text
+    (row,) = [line for line in text.splitlines() if line.startswith("eulerpool ")]
+    assert row.split()[1] == feed["last_success"]  # whole, on the feed's one line
     assert http_server.received("/hook") == []
 
 
@@ -183,3 +185,61 @@ channels:
     assert config.rules.alerts[0].channels == ("signed", "slack", "console")
     with pytest.raises(ConfigError):
         load_config(str(path), {})
+
+
+def test_unknown_names_exit_2_everywhere(tmp_path: Path, redis_url: str, http_server: LocalServer) -> None:
+    config = write_config(tmp_path, redis_url, http_server)
+    for args, name in [
+        (["replay-failed", "--channel", "nosuch"], "channel 'nosuch'"),
+        (["poll", "--feed", "nosuch"], "feed 'nosuch'"),
+        (["test-alert", "nosuch"], "channel 'nosuch'"),
+        (["alerts", "--alert", "nosuch"], "alert 'nosuch'"),
+        (["alerts", "--channel", "nosuch"], "channel 'nosuch'"),
+    ]:
+        result = cli(*args, "--config", config)
+        assert result.returncode == 2 and name in result.stderr, (args, result.stderr)
+    assert cli("replay-failed", "--channel", "console", "--config", config).returncode == 0
+
+
+def test_alerts_and_status_say_where_each_delivery_stands(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """`alerts` lists what fired with each delivery's state (sent; retrying, with the next try;
+    failed, with the reason); `status` lists failed deliveries with their reasons."""
+    http_server.routes["/eulerpool.rss"] = Response(EULERPOOL_RSS.read_bytes())
+    http_server.routes["/hook"] = Response(b"maintenance", 503)
+    config = write_config(tmp_path, redis_url, http_server)
+    Path(config).write_text(
+        Path(config).read_text().replace("channels: [hook]", "channels: [hook, console]"), encoding="utf-8"
+    )
+    assert cli("poll", "--config", config).returncode == 0
+    assert cli("worker", "--burst", "--config", config).returncode == 0
+
+    def deliveries() -> dict[str, dict[str, str]]:
+        (fired,) = json.loads(cli("alerts", "--json", "--config", config).stdout)["alerts"]
+        assert (fired["alert"], fired["feed"]) == ("deepseek", "eulerpool")
+        assert fired["title"].startswith("DeepSeek verschiebt Modellstart")
+        return {d["channel"]: d for d in fired["deliveries"]}
+
+    first = deliveries()
+    assert first["console"]["state"] == "sent"
+    assert first["hook"]["state"] == "retrying" and first["hook"]["next_try"].endswith("Z")
+    text = cli("alerts", "--config", config).stdout
+    assert "deepseek  feed=eulerpool  DeepSeek verschiebt" in text and "hook: retrying, next try 20" in text
+
+    def failed() -> dict[str, str] | None:
+        cli("worker", "--burst", "--config", config)  # runs the retries that are due
+        hook = deliveries()["hook"]
+        return hook if hook["state"] == "failed" else None
+
+    hook = wait_for(failed, timeout=60, interval=0.5)
+    assert hook["reason"] == "webhook hook: HTTP 503"
+    assert "hook: failed: webhook hook: HTTP 503" in cli("alerts", "--config", config).stdout
+
+    status = json.loads(cli("status", "--json", "--config", config).stdout)
+    (entry,) = status["failed_deliveries"]
+    assert (entry["alert"], entry["channel"]) == ("deepseek", "hook") and "HTTP 503" in entry["reason"]
+    assert entry["title"].startswith("DeepSeek") and entry["failed_at"].endswith("Z")
+    text = cli("status", "--config", config).stdout
+    assert "Failed deliveries" in text and "webhook hook: HTTP 503" in text and "replay-failed" in text
+    assert "no alerts in the last 1s" in cli("alerts", "--since", "1s", "--config", config).stdout

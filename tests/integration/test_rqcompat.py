@@ -277,3 +277,29 @@ def test_expected_failures_leave_rq_s_traceback_at_debug_bugs_keep_it(
         queues.worker(queue.connection, [queue.name], fork=True), rqcompat.NewswatchForkingWorker
     )
     assert rqcompat.NewswatchForkingWorker.handle_exception is rqcompat.NewswatchWorker.handle_exception
+
+
+def test_recent_failed_jobs_and_job_states_for_status_and_alerts(queue: Queue) -> None:
+    """What `status` and `alerts` read: the newest failures first, when and why each failed;
+    where a scheduled job stands and when it runs, with its tries left."""
+    for label in ("older", "newer"):
+        queue.enqueue_job(make_job(queue, always_fails, label, failure_ttl=3600, result_ttl=60))
+        work(queue)
+    failures = rqcompat.recent_failures(queue, 5)
+    assert [f.job.id for f in failures] == ["newer", "older"]
+    assert [f.reason for f in failures] == ["RuntimeError: newer failed", "RuntimeError: older failed"]
+    moment = failures[0].at
+    assert moment is not None and abs((datetime.now(UTC) - moment).total_seconds()) < 60
+    held = make_job(queue, record, "held", retry=Retry(max=3, interval=0))
+    at = datetime.now(UTC) + timedelta(hours=1)
+    with queue.connection.pipeline() as pipe:
+        pipe.multi()
+        rqcompat.schedule_job(queue, held, at, pipe)
+        pipe.execute()
+    rqcompat.reschedule(queue, "held", at, retries_left=2)
+    states = rqcompat.job_states(queue, ["newer", "held", "no-such-job"])
+    assert set(states) == {"newer", "held"}
+    assert states["newer"].status == "failed" and states["newer"].reason == "RuntimeError: newer failed"
+    scheduled = states["held"]
+    assert (scheduled.status, scheduled.retries_left, scheduled.reason) == ("scheduled", 2, None)
+    assert scheduled.runs_at is not None and abs((scheduled.runs_at - at).total_seconds()) < 1

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.text import Text
 
 from worker.config import Settings, query_warnings
 from worker.core.identity import guid_changed, seen_tag
 from worker.core.query import And, Term, lowercase_operators, parse_query
 from worker.logs import rq_level
+from worker.tables import print_table
 
 DATE = datetime(2025, 8, 15, 13, 51, tzinfo=UTC)
 
@@ -62,3 +67,36 @@ def test_rq_logs_at_warning_unless_ours_is_debug() -> None:
         "WARNING",
         "ERROR",
     ]
+
+
+def table_output(width: int, terminal: bool) -> str:
+    console = Console(file=io.StringIO(), width=width, force_terminal=terminal, color_system=None)
+    rows = [
+        [
+            Text("eulerpool"),
+            Text("2026-11-29T16:20:01Z"),
+            Text("not a feed: text/html (see https://e.example/rss)"),
+        ]
+    ]
+    print_table(console, "Feeds", ("feed", "last success", "problem"), rows, fold={"problem"})
+    return console.file.getvalue()  # type: ignore[attr-defined, no-any-return]
+
+
+def test_tables_show_whole_timestamps_on_narrow_terminals_and_in_files() -> None:
+    for width, terminal in [(200, True), (60, True), (30, True), (40, False)]:
+        text = table_output(width, terminal)
+        assert "2026-11-29T16:20:01Z" in text, (width, terminal, text)
+        assert "https://e.example/rss" in text
+    piped = table_output(40, False)
+    assert piped.splitlines()[2].split() == [
+        "eulerpool",
+        "2026-11-29T16:20:01Z",
+        "not",
+        "a",
+        "feed:",
+        "text/html",
+        "(see",
+        "https://e.example/rss)",
+    ]
+    assert "┃" not in piped  # plain columns for files and pipes
+    assert "┃" in table_output(200, True)

@@ -60,3 +60,12 @@ def feed_state(feed: str) -> str:
 def heartbeat(role: str) -> str:
     """Liveness of a process role ('scheduler'). TTL: a few heartbeat periods, so silence = dead."""
     return f"{PREFIX}:hb:{role}"
+
+
+# The recent-alerts record behind `newswatch alerts`: a stream, one entry per (alert, item)
+# that fired, with its deliveries' ids. Bounded twice: at most ALERT_LOG_MAX entries (trimmed on
+# every write), and the key expires ALERT_LOG_TTL after the last write; the deliveries' own state
+# lives elsewhere (delivery_state, RQ's job hashes) for as long as it lives.
+ALERT_LOG = f"{PREFIX}:alerts"
+ALERT_LOG_MAX = 10_000
+ALERT_LOG_TTL = 30 * 24 * 3600  # seconds

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -82,6 +83,68 @@ def failed_jobs(queue: Queue) -> list[Job]:
     return [
         job for job in Job.fetch_many(ids, connection=queue.connection, serializer=queue.serializer) if job
     ]
+
+
+@dataclass(frozen=True)
+class Failure:
+    job: Job
+    at: datetime | None  # when it failed
+    reason: str | None  # its exception's message
+
+
+def recent_failures(queue: Queue, limit: int) -> list[Failure]:
+    """The newest `limit` failures of the failed registry, newest first. Entries are scored by
+    when they expire, in whole seconds, and a queue's failures are all kept equally long
+    (FAILURE_TTL): the highest scores are the latest failures; the time of each failure's
+    result orders those of one second."""
+    ids = FailedJobRegistry(queue=queue).get_job_ids(0, limit - 1, desc=True)
+    jobs = Job.fetch_many(ids, connection=queue.connection, serializer=queue.serializer)
+    failures = [Failure(job, _failed_at(job), failure_reason(job)) for job in jobs if job]
+    oldest = datetime.min.replace(tzinfo=UTC)
+    return sorted(failures, key=lambda f: f.at or oldest, reverse=True)
+
+
+def _failed_at(job: Job) -> datetime | None:
+    """When a failed job failed: its failure result's time (fail_scheduled stores one too)."""
+    result = job.latest_result()
+    moment = result.created_at if result is not None else job.ended_at
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+@dataclass(frozen=True)
+class JobState:
+    """Where one job stands, for `newswatch alerts`."""
+
+    status: str  # RQ's: queued, started, scheduled, finished, failed, stopped, canceled, deferred
+    runs_at: datetime | None  # a scheduled job's time
+    retries_left: int | None
+    reason: str | None  # a failed job's exception message
+
+
+def job_states(queue: Queue, job_ids: Sequence[str]) -> dict[str, JobState]:
+    """The state of each of these jobs that still exists, in two round trips (plus one per
+    failed job, for its reason)."""
+    jobs = [
+        j
+        for j in Job.fetch_many(list(job_ids), connection=queue.connection, serializer=queue.serializer)
+        if j
+    ]
+    registry = _scheduled(queue)
+    with queue.connection.pipeline(transaction=False) as pipe:
+        for job in jobs:
+            pipe.zscore(registry.key, job.id)
+        scores = pipe.execute()
+    states = {}
+    for job, score in zip(jobs, scores, strict=True):
+        status = job.get_status(refresh=False)
+        failed = status == JobStatus.FAILED
+        states[job.id] = JobState(
+            str(status.value if isinstance(status, JobStatus) else status),
+            datetime.fromtimestamp(score, UTC) if score is not None else None,
+            job.retries_left,
+            failure_reason(job) if failed else None,
+        )
+    return states
 
 
 def failure_reason(job: Job) -> str | None:
