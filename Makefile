@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Redis (REDIS_URL, else the checkout's own on 127.0.0.1:6390), then the daemon; Ctrl-C stops
+# both. `.venv/bin/newswatch status` in another shell of this checkout shows what it does.
 run: $(STAMP)
-	@url=$$($(PY) scripts/ensure_redis.py) || exit 1; \
-	echo "newswatch: Redis at $$url" | sed -E 's#://[^@/]*@#://***@#'; \
-	REDIS_URL="$$url" exec $(VENV)/bin/newswatch run --config $${NEWSWATCH_CONFIG:-config/newswatch.yaml}
+	@$(PY) scripts/run.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -45,4 +45,5 @@ image-check: $(STAMP)
 	$(PY) scripts/image_check.py
 
 clean:
+	@if [ -x $(PY) ]; then $(PY) scripts/ensure_redis.py --stop; fi
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -98,11 +98,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except redis.ConnectionError as e:
-        print(
-            f"newswatch: cannot reach Redis ({_redis_reason(e)}); check redis.url or REDIS_URL",
-            file=sys.stderr,
-        )
+        print(_unreachable(config, e), file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _unreachable(config: Config, error: redis.ConnectionError) -> str:
+    """Which Redis could not be reached, and where its URL came from: a newcomer's second shell
+    must learn whether it looked at make run's Redis or at the config's default."""
+    url = config.redact(config.settings.redis.url)
+    where = {"redis.url": f"redis.url in {config.path}", "REDIS_URL": "REDIS_URL"}.get(
+        config.redis_source, config.redis_source
+    )
+    message = f"newswatch: cannot reach Redis at {url} ({_redis_reason(error)}); the URL is from {where}"
+    if config.redis_source not in ("redis.url", "REDIS_URL"):
+        return message + " (is `make run` still running? It removes that file when it stops)"
+    return message + "; set REDIS_URL or redis.url to a running Redis (`make run` starts one)"
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
@@ -43,6 +44,9 @@ from worker.core.units import parse_duration, parse_fraction, parse_size
 
 DEFAULT_CONFIG = "config/newswatch.yaml"
 DEFAULT_CHANNEL = "console"
+# `make run` writes the URL of the Redis it runs here (relative to the checkout, the working
+# directory of every command run next to it) and removes it when it stops; see load_config.
+LOCAL_REDIS_RECORD = "var/redis.url"
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -274,6 +278,8 @@ class Config:
     # Read-only commands only (load_config(read_only=True)): channels whose ${VAR}s are not set
     # here, each with the variables it lacks; a channel that is invalid without them is left out.
     unavailable: Mapping[str, str] = field(default_factory=dict)
+    # Where redis.url came from, for messages: the file, REDIS_URL, or make run's record.
+    redis_source: str = "redis.url"
 
     def redact(self, text: str) -> str:
         """The text with every configured secret and any URL password replaced by ***."""
@@ -544,13 +550,43 @@ def _spare_channels(
 _CHANNEL: TypeAdapter[Channel] = TypeAdapter(Channel)
 
 
+def _use_local_redis(
+    raw: dict[str, Any], env: Mapping[str, str], written: dict[str, tuple[str, str]], record: str | None
+) -> str:
+    """The Redis of a running `make run` for the commands next to it: when REDIS_URL is unset
+    and the file leaves redis.url to it (`${REDIS_URL:-…}`, or says nothing), the URL in
+    `record` is used, as if REDIS_URL held it. Returns where redis.url comes from."""
+    if env.get("REDIS_URL"):
+        return "REDIS_URL"
+    given = raw.get("redis")
+    section: dict[str, Any] = given if isinstance(given, dict) else {}
+    template = written.get("redis.url", ("",))[0]
+    if record is None or ("url" in section and "${REDIS_URL" not in template):
+        return "redis.url"
+    try:
+        url = Path(record).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeError):
+        return "redis.url"
+    if not url:
+        return "redis.url"
+    raw["redis"] = {**section, "url": url}
+    written["redis.url"] = (f"(the URL in {record})", url)
+    return f"{record}, written by `make run`"
+
+
 def load_config(
-    path: str | None = None, env: Mapping[str, str] | None = None, read_only: bool = False
+    path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    read_only: bool = False,
+    local_redis: str | None = None,
 ) -> Config:
     """Load, interpolate and validate a config file; raises ConfigError listing every problem.
     `read_only` (status, health, ...: commands that send nothing) spares channels whose ${VAR}s
-    are not set; Config.unavailable names them."""
-    env = os.environ if env is None else env
+    are not set; Config.unavailable names them. `local_redis`: the file where a running
+    `make run` left its Redis URL; with the process's own environment (env None) that is
+    LOCAL_REDIS_RECORD, while an `env` given is taken as all there is."""
+    if env is None:
+        env, local_redis = os.environ, local_redis or LOCAL_REDIS_RECORD
     path = path or env.get("NEWSWATCH_CONFIG") or DEFAULT_CONFIG
     raw = read_yaml(path)
     if not isinstance(raw, dict):
@@ -560,6 +596,7 @@ def load_config(
     unset: list[tuple[str, str]] = []
     raw = interpolate(raw, env, "", problems, written, unset)
     unset_paths = {p.split(": ", 1)[0] for p in problems}
+    redis_source = _use_local_redis(raw, env, written, local_redis)
     for section, key, var in (("redis", "url", "REDIS_URL"), ("sentry", "dsn", "SENTRY_DSN")):
         if env.get(var):
             section_value = raw.get(section)
@@ -577,4 +614,4 @@ def load_config(
         settings = None
     if problems or settings is None:
         raise ConfigError(_hide_interpolated(problems, written))
-    return Config(settings, build_rules(settings), _secrets_of(settings), path, unavailable)
+    return Config(settings, build_rules(settings), _secrets_of(settings), path, unavailable, redis_source)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
+from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
 
-from worker.config import Settings, query_warnings
+from worker.config import Settings, load_config, query_warnings
 from worker.core.identity import guid_changed, seen_tag
 from worker.core.query import And, Term, lowercase_operators, parse_query
 from worker.logs import rq_level
@@ -100,3 +101,26 @@ def test_tables_show_whole_timestamps_on_narrow_terminals_and_in_files() -> None
     ]
     assert "┃" not in piped  # plain columns for files and pipes
     assert "┃" in table_output(200, True)
+
+
+def test_make_run_s_redis_is_used_when_neither_redis_url_nor_the_file_names_one(tmp_path: Path) -> None:
+    record = tmp_path / "redis.url"
+    record.write_text("redis://127.0.0.1:6390/0\n")
+    deferring = tmp_path / "deferring.yaml"
+    deferring.write_text('redis: {url: "${REDIS_URL:-redis://localhost:6379/0}"}\n')
+    silent = tmp_path / "silent.yaml"
+    silent.write_text("feeds: []\n")
+    literal = tmp_path / "literal.yaml"
+    literal.write_text('redis: {url: "redis://redis.example.org:6379/0"}\n')
+
+    def url(path: Path, env: dict[str, str], local: Path | None = record) -> tuple[str, str]:
+        config = load_config(str(path), env, local_redis=str(local) if local else None)
+        return config.settings.redis.url, config.redis_source
+
+    made_by_run = ("redis://127.0.0.1:6390/0", f"{record}, written by `make run`")
+    assert url(deferring, {}) == made_by_run
+    assert url(silent, {}) == made_by_run
+    assert url(literal, {}) == ("redis://redis.example.org:6379/0", "redis.url")
+    assert url(deferring, {"REDIS_URL": "redis://r:1/0"}) == ("redis://r:1/0", "REDIS_URL")
+    assert url(deferring, {}, tmp_path / "absent") == ("redis://localhost:6379/0", "redis.url")
+    assert url(deferring, {}, None) == ("redis://localhost:6379/0", "redis.url")  # env given: hermetic
