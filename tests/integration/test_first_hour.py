@@ -7,8 +7,10 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -243,3 +245,21 @@ def test_alerts_and_status_say_where_each_delivery_stands(
     text = cli("status", "--config", config).stdout
     assert "Failed deliveries" in text and "webhook hook: HTTP 503" in text and "replay-failed" in text
     assert "no alerts in the last 1s" in cli("alerts", "--since", "1s", "--config", config).stdout
+
+
+def test_the_editable_install_prints_no_warning_block(tmp_path: Path) -> None:
+    """`make` installs newswatch editable; setuptools used to print a 10-line "Editable
+    installation" block each time (its meta-path finder mode). Built here with the build
+    backend pyproject.toml names, from a copy of the project, warnings shown."""
+    for name in ("pyproject.toml", "README.md", "scheduler.py"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "worker", tmp_path / "worker", ignore=shutil.ignore_patterns("__pycache__"))
+    build = "import setuptools.build_meta as backend; print(backend.build_editable('dist'))"
+    result = subprocess.run(
+        [sys.executable, "-W", "always", "-c", build], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Editable installation" not in result.stdout + result.stderr
+    with zipfile.ZipFile(tmp_path / "dist" / result.stdout.split()[-1]) as wheel:
+        (pth,) = [n for n in wheel.namelist() if n.endswith(".pth")]
+        assert wheel.read(pth).decode().strip() == str(tmp_path)  # the project root on sys.path
