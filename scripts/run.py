@@ -1,5 +1,6 @@
 """`make run`: a Redis, then `newswatch run` in the foreground; Ctrl-C stops both, in order.
 
+0. The config is checked first (`newswatch check-config`): its problems come before any Redis.
 1. Redis: REDIS_URL if set (it must answer); else this checkout's own redis-server on
    127.0.0.1:6390 (scripts/ensure_redis.py: started here, or one an earlier run left reused).
 2. Its URL is written to var/redis.url while the daemon runs, so `newswatch status`, `health`
@@ -37,6 +38,10 @@ def main() -> int:
             "`make run` is already running in this checkout. See what it does from here: "
             ".venv/bin/newswatch status (or health, alerts); stop it with Ctrl-C in its terminal"
         )
+    config = os.environ.get("NEWSWATCH_CONFIG") or "config/newswatch.yaml"
+    checked = subprocess.run([sys.executable, "-m", "worker.cli", "check-config", "--config", config])
+    if checked.returncode:  # its problems are printed: no Redis is started for a config that cannot run
+        return checked.returncode
     url = os.environ.get("REDIS_URL")
     if url and not answers(url):
         fail("REDIS_URL is set but that Redis does not answer; start it or unset REDIS_URL")
@@ -47,7 +52,7 @@ def main() -> int:
             url = local.ensure()
         assert url is not None
         _say_where(url, record)
-        return _run_daemon(url)
+        return _run_daemon(url, config)
     except RedisProblem as e:
         fail(str(e))
         raise AssertionError from e  # unreachable
@@ -80,8 +85,7 @@ def _say_where(url: str, record: Path) -> None:
     )
 
 
-def _run_daemon(url: str) -> int:
-    config = os.environ.get("NEWSWATCH_CONFIG") or "config/newswatch.yaml"
+def _run_daemon(url: str, config: str) -> int:
     daemon = subprocess.Popen(
         [sys.executable, "-m", "worker.cli", "run", "--config", config], env={**os.environ, "REDIS_URL": url}
     )
