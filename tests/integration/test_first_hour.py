@@ -3,11 +3,13 @@ command in a subprocess, a real Redis, local HTTP servers."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -263,3 +265,38 @@ def test_the_editable_install_prints_no_warning_block(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "dist" / result.stdout.split()[-1]) as wheel:
         (pth,) = [n for n in wheel.namelist() if n.endswith(".pth")]
         assert wheel.read(pth).decode().strip() == str(tmp_path)  # the project root on sys.path
+
+
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(120)"
+SUPERVISE = f"""
+import sys
+from worker.logs import configure_logging
+from worker.supervisor import Supervisor
+configure_logging()
+sys.exit(Supervisor({{"stubborn": [sys.executable, "-c", {STUBBORN!r}]}}).run())
+"""
+
+
+def test_a_second_ctrl_c_while_stopping_leaves_no_child_behind(tmp_path: Path) -> None:
+    """The supervisor's children run in their own sessions, out of Ctrl-C's reach: a second
+    Ctrl-C while it waits for them to stop must kill them, not abandon them."""
+    log = tmp_path / "supervisor.log"
+    with log.open("wb") as out:
+        supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISE], cwd=ROOT, stdout=out, stderr=out)
+    children: list[int] = []
+    try:
+        wait_for(lambda: "up" in log.read_text(), timeout=30)
+        pgrep = subprocess.run(["pgrep", "-P", str(supervisor.pid)], capture_output=True, text=True)
+        children += [int(p) for p in pgrep.stdout.split()]
+        assert len(children) == 1
+        supervisor.send_signal(signal.SIGINT)  # Ctrl-C: SIGTERM to the child, which ignores it
+        wait_for(lambda: "stopping 1 processes" in log.read_text(), timeout=30)
+        supervisor.send_signal(signal.SIGINT)  # Ctrl-C again
+        assert supervisor.wait(timeout=30) == 0
+        assert not Path(f"/proc/{children[0]}").exists()  # killed, and reaped by the supervisor
+        assert "asked again: killing the processes still running" in log.read_text()
+    finally:
+        stop_processes(supervisor)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
