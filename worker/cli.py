@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any
 
 import redis
@@ -59,7 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay-failed", parents=[common], help="send failed deliveries again")
     replay.add_argument("--channel", help="only deliveries to this channel")
     sub.add_parser("health", parents=[common], help="exit 0 when Redis, scheduler and workers are alive")
+    _add_archive_commands(sub, common)
     return parser
+
+
+def _add_archive_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`try` and `explain` (worker.backtest): the archive, read."""
+    try_ = sub.add_parser("try", parents=[common], help="what a query would have matched in the archive")
+    try_.add_argument("query", help="an alert query, e.g. 'DeepSeek OR \"künstliche Intelligenz\"'")
+    try_.add_argument("--since", default="3d", help="how far back (default 3d)")
+    try_.add_argument("--feed", help="only items of this feed")
+    try_.add_argument("--json", action="store_true", help="machine-readable output")
+    explain = sub.add_parser("explain", parents=[common], help="why each alert fired for an item, or not")
+    explain.add_argument("item_id", metavar="ITEM_ID", help="an item id, as in alerts and `try`")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,12 +118,20 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         "dashboard": lambda: commands.dashboard(config, args.bind, args.port),
         "replay-failed": lambda: commands.replay_failed(config, args.channel),
         "health": lambda: commands.health(config),
+        "try": lambda: int(_backtest().try_query(config, args.query, args.since, args.feed, args.json)),
+        "explain": lambda: int(_backtest().explain_item(config, args.item_id, args.json)),
     }
     try:
         return handlers[args.command]()
     except DeliveryError as e:
         print(f"newswatch: {printable(str(e))}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _backtest() -> ModuleType:
+    from worker import backtest  # rich and the archive only for the commands that read it
+
+    return backtest
 
 
 def _check_config(config: Config) -> int:

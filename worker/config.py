@@ -213,11 +213,19 @@ class AlertConfig(_Model):
     @field_validator("query")
     @classmethod
     def _query_parses(cls, value: str) -> str:
-        try:
-            parse_query(value)
-        except QuerySyntaxError as e:
-            raise ValueError(f"query does not parse: {e}") from e
+        problem = query_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+
+def query_problem(query: str) -> str | None:
+    """What check-config says about a query that does not parse (`newswatch try` says the same)."""
+    try:
+        parse_query(query)
+    except QuerySyntaxError as e:
+        return f"query does not parse: {e}"
+    return None
 
 
 class WebhookChannel(_Model):
