@@ -57,3 +57,23 @@ def test_marks_that_do_not_fit_the_text_are_ignored() -> None:
         alert_email(Delivery("msg_1", "a", "mail", payload), "nw@example.org", ["a@example.org"], NOW)
     )
     assert "<mark>Deep</mark>Seek" in body
+
+
+def test_try_prints_matched_words_bold_and_outside_text_never_as_markup() -> None:
+    from rich.console import Console
+
+    from worker.backtest import _try_text
+    from worker.core.archive import ArchivedItem
+    from worker.core.query import all_terms
+
+    title = "[bold red]Alarm[/] DeepSeek\x1b[2J KI-Chips"
+    item = Item(
+        "f[/]", None, "https://example.org/a", None, title, "Die DeepSeek-Aktie steigt", "", (), NOW, "i1"
+    )
+    text = _try_text(ArchivedItem(item, (), NOW, "i1", 1), all_terms(parse_query("DeepSeek OR Chip*")))
+    bold = [text.plain[span.start : span.end] for span in text.spans if span.style == "bold"]
+    assert bold == ["DeepSeek", "Chips", "DeepSeek"]
+    console = Console(record=True, width=200, force_terminal=True)
+    console.print(text)
+    shown = console.export_text()
+    assert "[bold red]Alarm[/] DeepSeek\\x1b[2J KI-Chips" in shown and "f[/]" in shown

@@ -30,9 +30,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-
-import numpy as np
-from datasketch import MinHash
+from typing import Any
 
 from worker.core.matcher import normalize
 from worker.core.models import Item
@@ -156,20 +154,26 @@ def lsh_shape(threshold: float, num_perm: int = NUM_PERM) -> LshShape:
 
 
 @cache
-def _permutations() -> tuple[np.ndarray, np.ndarray]:
-    return MinHash(num_perm=NUM_PERM, seed=1, scheme=_SCHEME).permutations  # type: ignore[no-any-return]
+def _minhash() -> tuple[Any, Any]:
+    """datasketch's MinHash and the pinned permutations. Imported on first use: datasketch
+    brings numpy and scipy (~40 MB), which the scheduler, importing this module for its types
+    only, does not need."""
+    from datasketch import MinHash
+
+    return MinHash, MinHash(num_perm=NUM_PERM, seed=1, scheme=_SCHEME).permutations
 
 
 def _band_keys(kind: str, words: Sequence[str], shape: LshShape) -> list[str]:
-    signature = MinHash(num_perm=NUM_PERM, permutations=_permutations(), scheme=_SCHEME)
+    minhash, permutations = _minhash()
+    signature = minhash(num_perm=NUM_PERM, permutations=permutations, scheme=_SCHEME)
     signature.update_batch([w.encode() for w in set(words)])
-    values = signature.hashvalues
-    keys = []
-    for band in range(shape.bands):
-        chunk = values[band * shape.rows : (band + 1) * shape.rows].astype("<u4").tobytes()
-        digest = hashlib.blake2b(chunk, digest_size=6).digest()
-        keys.append(f"{kind}{band}:{base64.urlsafe_b64encode(digest).decode()}")
-    return keys
+    raw = signature.hashvalues.astype("<u4").tobytes()  # one conversion, sliced per band
+    width = shape.rows * 4
+    return [f"{kind}{band}:{_digest(raw[band * width : (band + 1) * width])}" for band in range(shape.bands)]
+
+
+def _digest(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.blake2b(data, digest_size=6).digest()).decode("ascii")
 
 
 def fingerprint(item: Item, threshold: float) -> Fingerprint | None:
