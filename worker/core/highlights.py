@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from worker.core.matcher import Normalised, normalize_mapped
+from worker.core.matcher import Normalised, normalize, normalize_mapped
 from worker.core.models import Item
 from worker.core.query import Node, Term, all_terms, positive_terms
 
@@ -83,11 +83,14 @@ def _mapped(text: str) -> Normalised:
 
 def marks_in(text: str, field: str, terms: Iterable[Term], index: int | None = None) -> list[Mark]:
     """Every word of `text` (one field) that one of the terms matches, in text order."""
+    wanted = [t for t in terms if t.field is None or t.field == _TERM_FIELD[field]]
+    # The mapping costs Python per character; a field where no term's text occurs needs none.
+    quick = normalize(text)
+    if not any(term.pattern in quick for term in wanted):
+        return []
     mapped = _mapped(text)
     found: dict[tuple[int, int], Mark] = {}
-    for term in terms:
-        if term.field is not None and term.field != _TERM_FIELD[field]:
-            continue
+    for term in wanted:
         for start, end in find(mapped.text, term):
             first, last = mapped.original_span(start, end)
             found.setdefault((first, last), Mark(field, first, last, text[first:last], term.source, index))
