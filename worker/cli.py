@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any
 
 import redis
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     recent.add_argument("--json", action="store_true", help="machine-readable output")
     recent.add_argument("--alert", help="only this alert")
     recent.add_argument("--channel", help="only deliveries to this channel")
+    _add_archive_commands(sub, common)
     return parser
 
 
@@ -74,6 +75,18 @@ def _duration(text: str) -> timedelta:
         return parse_duration(text)
     except ValueError as e:  # argparse says which option, then exits 2
         raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _add_archive_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`try` and `explain` (worker.backtest): the archive, read."""
+    try_ = sub.add_parser("try", parents=[common], help="what a query would have matched in the archive")
+    try_.add_argument("query", help="an alert query, e.g. 'DeepSeek OR \"künstliche Intelligenz\"'")
+    try_.add_argument("--since", default="3d", help="how far back (default 3d)")
+    try_.add_argument("--feed", help="only items of this feed")
+    try_.add_argument("--json", action="store_true", help="machine-readable output")
+    explain = sub.add_parser("explain", parents=[common], help="why each alert fired for an item, or not")
+    explain.add_argument("item_id", metavar="ITEM_ID", help="an item id, as in alerts and `try`")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,12 +144,20 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         "replay-failed": lambda: commands.replay_failed(config, args.channel),
         "health": lambda: commands.health(config),
         "alerts": lambda: commands.alerts(config, args.since, args.json, args.alert, args.channel),
+        "try": lambda: int(_backtest().try_query(config, args.query, args.since, args.feed, args.json)),
+        "explain": lambda: int(_backtest().explain_item(config, args.item_id, args.json)),
     }
     try:
         return handlers[args.command]()
     except DeliveryError as e:
         print(f"newswatch: {printable(str(e))}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _backtest() -> ModuleType:
+    from worker import backtest  # rich and the archive only for the commands that read it
+
+    return backtest
 
 
 def _check_config(config: Config) -> int:

@@ -143,6 +143,63 @@ class DeliverySettings(_Model):
     timeout: Duration = timedelta(seconds=10)
 
 
+# --- stories and archive (SPEC §10) ---------------------------------------------------------------
+
+
+def _stories_switch(value: object) -> object:
+    """`stories: off` (YAML reads it as false) turns grouping off; `on` or nothing keeps defaults."""
+    if value is False or value == "off":
+        return {"enabled": False}
+    if value is True or value is None or value == "on":
+        return {}
+    return value
+
+
+def _similarity(value: object) -> float:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return parse_fraction(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a similarity between 0 and 1, such as 0.8 (or 80%)")
+    if not 0 < value <= 1:
+        raise ValueError("must be above 0 and at most 1")
+    return float(value)
+
+
+class StoriesSettings(_Model):
+    """Near-duplicate items within `window` whose similarity reaches `threshold` are one story."""
+
+    enabled: bool = True
+    window: Duration = timedelta(days=2)
+    threshold: Annotated[float, BeforeValidator(_similarity)] = 0.8
+
+    @field_validator("window")
+    @classmethod
+    def _window_positive(cls, value: timedelta) -> timedelta:
+        return _positive(value)
+
+
+class ArchiveSettings(_Model):
+    """The last `keep` of items (at most `max_items`), compressed, for `try` and `explain`."""
+
+    keep: Duration = timedelta(days=7)
+    max_items: int = Field(default=200_000, ge=1, le=100_000_000)
+
+    @field_validator("keep")
+    @classmethod
+    def _keep_positive(cls, value: timedelta) -> timedelta:
+        return _positive(value)
+
+
+def _positive(value: timedelta) -> timedelta:
+    """Windows are key lifetimes in Redis, which must be at least a second."""
+    if value < timedelta(seconds=1):
+        raise ValueError("must be at least 1s")
+    return value
+
+
+Stories = Annotated[StoriesSettings, BeforeValidator(_stories_switch)]
+
+
 class FeedConfig(_Model):
     name: str = Field(min_length=1)
     url: HttpUrl
@@ -168,11 +225,19 @@ class AlertConfig(_Model):
     @field_validator("query")
     @classmethod
     def _query_parses(cls, value: str) -> str:
-        try:
-            parse_query(value)
-        except QuerySyntaxError as e:
-            raise ValueError(f"query does not parse: {e}") from e
+        problem = query_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+
+def query_problem(query: str) -> str | None:
+    """What check-config says about a query that does not parse (`newswatch try` says the same)."""
+    try:
+        parse_query(query)
+    except QuerySyntaxError as e:
+        return f"query does not parse: {e}"
+    return None
 
 
 class WebhookChannel(_Model):
@@ -235,6 +300,8 @@ class Settings(_Model):
     polling: PollingSettings = Field(default_factory=PollingSettings)
     dedupe: DedupeSettings = Field(default_factory=DedupeSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    stories: Stories = Field(default_factory=StoriesSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     feeds: list[FeedConfig] = Field(default_factory=list)
     topics: dict[str, list[str]] = Field(default_factory=dict)
     alerts: list[AlertConfig] = Field(default_factory=list)

@@ -20,6 +20,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import ahocorasick
 
@@ -79,7 +80,7 @@ def normalize_mapped(text: str) -> Normalised:
     ends: list[int] = []
     separator: tuple[int, int] | None = None  # the first of a run of spaces and dashes
     for cluster, start, end in _clusters(text):
-        for ch in fold(cluster):
+        for ch in _fold_cluster(cluster):
             if ch.isspace() or ch in _DASH_SET:
                 separator = separator or (start, end)
                 continue
@@ -94,10 +95,19 @@ def normalize_mapped(text: str) -> Normalised:
     return Normalised("".join(chars), tuple(starts), tuple(ends))
 
 
+@lru_cache(maxsize=8192)
+def _fold_cluster(cluster: str) -> str:
+    """fold() of one character or cluster: texts repeat their characters, so it is asked once."""
+    return fold(cluster)
+
+
 def _clusters(text: str) -> Iterator[tuple[str, int, int]]:
     """The visible characters of text, in runs that NFC may join (a letter and its combining
     marks, Hangul jamo), each with its span in text: fold(text) is the join of their folds."""
-    visible = [(index, ch) for index, ch in enumerate(text) if not IGNORABLE.fullmatch(ch)]
+    if IGNORABLE.search(text) is None:  # nearly always: no look per character
+        visible = list(enumerate(text))
+    else:
+        visible = [(index, ch) for index, ch in enumerate(text) if not IGNORABLE.fullmatch(ch)]
     if unicodedata.is_normalized("NFC", "".join(ch for _, ch in visible)):
         yield from ((ch, index, index + 1) for index, ch in visible)  # the common case
         return
