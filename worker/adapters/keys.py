@@ -60,3 +60,17 @@ def feed_state(feed: str) -> str:
 def heartbeat(role: str) -> str:
     """Liveness of a process role ('scheduler'). TTL: a few heartbeat periods, so silence = dead."""
     return f"{PREFIX}:hb:{role}"
+
+
+def robots(origin: str) -> str:
+    """A host's robots.txt as we last fetched it ("scheme://host:port"). TTL: a day when it was
+    read (SPEC §8: "cached for a day"), minutes when the host could not say, so a passing
+    outage does not block or allow a host for a whole day. Shared by every scheduler process."""
+    return f"{PREFIX}:robots:{origin}"
+
+
+def article(item_id: str) -> str:
+    """An article page's progress for one new item: "queued" once its item is on the queue (TTL:
+    an hour, ample for a worker to mark it seen; until then later polls do not fetch the page
+    again), or the number of failed tries of a page that did not answer (TTL: a day)."""
+    return f"{PREFIX}:article:{item_id}"

@@ -25,6 +25,7 @@ def item_payload(item: Item, topics: tuple[str, ...]) -> dict[str, Any]:
         "summary": item.summary,
         "categories": list(item.categories),
         "topics": list(topics),
+        **({"author": item.author} if item.author else {}),
     }
 
 
