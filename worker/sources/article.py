@@ -22,7 +22,15 @@ from worker.core.items import RawEntry
 from worker.core.links import canonical_link
 from worker.sources import structured
 from worker.sources.base import Page
-from worker.sources.document import ancestors, first_meta, meta_values, tag_of, text_of, xpath_elements
+from worker.sources.document import (
+    ancestors,
+    as_markup,
+    first_meta,
+    meta_values,
+    tag_of,
+    text_of,
+    xpath_elements,
+)
 from worker.sources.html import parse_page
 
 log = logging.getLogger(__name__)
@@ -43,11 +51,12 @@ def read_article(page: Page) -> RawEntry:
     things = structured.things(tree, page.url)
     story = _the_article(things, page.url)
     region = _article_region(tree)
+    # Text from the DOM is escaped (as_markup); JSON-LD text may hold markup, as feeds' does.
     return RawEntry(
-        title=_title(tree, story, region),
+        title=structured.text(story.get("headline")) or as_markup(_title(tree, region)),
         summary=structured.text(story.get("description"))
-        or first_meta(tree, "og:description", "description"),
-        content=(main_text(tree) or structured.text(story.get("articleBody")),),
+        or as_markup(first_meta(tree, "og:description", "description")),
+        content=(as_markup(main_text(tree)) or structured.text(story.get("articleBody")),),
         categories=tuple(_categories(tree, story, things, region)),
         dates=tuple(_dates(tree, story, region)),
         author=_author(tree, story),
@@ -76,8 +85,8 @@ def _article_region(tree: lxml.html.HtmlElement) -> etree._Element:
     return body if body is not None else tree
 
 
-def _title(tree: lxml.html.HtmlElement, story: structured.Thing, region: etree._Element) -> str:
-    title = structured.text(story.get("headline")) or first_meta(tree, "og:title", "twitter:title")
+def _title(tree: lxml.html.HtmlElement, region: etree._Element) -> str:
+    title = first_meta(tree, "og:title", "twitter:title")
     if title:
         return title
     heading = region.find(".//h1")
@@ -163,7 +172,9 @@ def _tag_lines(region: etree._Element) -> Iterator[str]:
 
 
 def _only_separators_between(element: etree._Element, links: list[etree._Element]) -> bool:
-    if len(links) != len(element) or (element.text or "").strip():
+    """Links with nothing but separators between them, perhaps after a label ("Themen:")."""
+    label = (element.text or "").strip()
+    if len(links) != len(element) or (label and not (label.endswith(":") and len(label) <= 25)):
         return False
     between = [link.tail or "" for link in links[:-1]]
     return all(_TAG_SEPARATORS.match(t) and t.strip() for t in between) and not (links[-1].tail or "").strip()

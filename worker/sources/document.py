@@ -11,6 +11,7 @@ library gets the resulting tree, never a string.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 
@@ -46,6 +47,13 @@ def parse_html(body: bytes, content_type: str = "") -> lxml.html.HtmlElement:
     except (etree.ParserError, ValueError) as e:
         raise FeedParseError(f"not HTML: {str(e)[:100]}") from e
     return tree
+
+
+def as_markup(text: str) -> str:
+    """Text taken from the page's DOM, escaped for RawEntry (whose title and summary may hold
+    HTML that make_item turns into text): a headline that reads "<img onerror=…>" stays those
+    words, instead of being taken for a tag a second time."""
+    return html.escape(text, quote=False)
 
 
 def text_of(element: etree._Element | None) -> str:

@@ -19,7 +19,7 @@ from worker.core.items import RawEntry, absolute_link
 from worker.core.links import canonical_link
 from worker.sources import structured
 from worker.sources.base import Page, SourceResult
-from worker.sources.document import elements, parse_html, text_of
+from worker.sources.document import as_markup, elements, parse_html, text_of
 from worker.sources.teasers import MAX_TEASERS, article_links
 
 # Media types that are certainly not a page of links (anything else is tried as HTML).
@@ -35,7 +35,10 @@ def read(page: Page, config: FeedConfig) -> SourceResult:
     if entries:
         return SourceResult(entries[:MAX_TEASERS], warning=_too_many(len(entries)))
     teasers, found = article_links(tree, page.url)
-    entries = [RawEntry(title=t.title, link=t.link, summary=t.summary, dates=tuple(t.dates)) for t in teasers]
+    entries = [
+        RawEntry(title=as_markup(t.title), link=t.link, summary=as_markup(t.summary), dates=tuple(t.dates))
+        for t in teasers
+    ]
     return SourceResult(entries, warning=_too_many(found))
 
 
@@ -71,7 +74,11 @@ def selected(tree: lxml.html.HtmlElement, select: SelectConfig) -> list[RawEntry
         dates = () if date_element is None else (date_element.get("datetime") or "", text_of(date_element))
         tags = tuple(text_of(e) for e in _select(element, select.tags)) if select.tags else ()
         summary = text_of(_first(element, select.summary)) if select.summary else ""
-        entries.append(RawEntry(title=title, link=href, summary=summary, dates=dates, categories=tags))
+        entries.append(
+            RawEntry(
+                title=as_markup(title), link=href, summary=as_markup(summary), dates=dates, categories=tags
+            )
+        )
     return entries
 
 

@@ -67,8 +67,16 @@ def _no_items_message(data: Any) -> str:
     if isinstance(data, dict):
         for key in _ERROR_KEYS:
             if data.get(key):
-                return f"the API answered an error: {structured.text(data[key])[:200] or key}"
+                return f"the API answered an error: {_error_text(data[key])[:200] or key}"
     return "no list of items in the JSON (check map.items)"
+
+
+def _error_text(value: Any) -> str:
+    if isinstance(value, dict):
+        for key in ("message", "detail", "description", "error", "code"):
+            if value.get(key):
+                return _error_text(value[key])
+    return structured.text(value)
 
 
 @lru_cache(maxsize=512)

@@ -38,6 +38,14 @@ _CHROME_WORDS = frozenset(
     }
 )  # fmt: skip
 _SIDE_WORDS = frozenset({"sidebar", "aside", "meistgelesen", "mostread", "popular", "trending", "rail"})
+# Headings of boxes beside the listing: their links are other pages' stories, often old ones.
+_SIDE_HEADING = re.compile(
+    r"^(meistgelesen|meist gelesen|meistgeklickt|beliebt\w*|top[- ]?(artikel|themen|news|stories)|"
+    r"most (read|popular)|popular|trending|auch interessant|das könnte sie (auch )?interessieren|"
+    r"empfehlungen|empfohlen\w*|weitere (nachrichten|artikel|themen)|mehr zum thema|verwandte artikel|"
+    r"related|lesen sie auch|auch lesenswert)\b",
+    re.IGNORECASE,
+)
 # Label of a paid teaser, required by German law as a word of its own ("Anzeige").
 _AD_LABELS = frozenset({"anzeige", "werbung", "sponsored", "advertorial", "gesponsert", "promotion"})
 # Path segments of pages that are not one story.
@@ -111,13 +119,14 @@ def _group_links(tree: lxml.html.HtmlElement, page_url: str) -> dict[str, _Group
     """Same-site story links outside navigation and chrome, grouped by canonical link."""
     page = canonical_link(page_url)
     site = site_of(urlsplit(page_url).hostname or "")
+    side_boxes = _side_boxes(tree)
     groups: dict[str, _Group] = {}
     for anchor in tree.iter("a"):
         link = _story_link(anchor.get("href"), page_url, site)
         canonical = canonical_link(link)
         if link is None or canonical is None or canonical == page:
             continue
-        place = _place(anchor)
+        place = _place(anchor, side_boxes)
         if place == "never" or _rel_paid(anchor):
             continue
         group = groups.setdefault(canonical, _Group(link))
@@ -175,8 +184,18 @@ def _classes(element: etree._Element) -> set[str]:
     return set(re.split(r"[\s_\-]+", words)) - {""}
 
 
-def _place(anchor: etree._Element) -> str:
-    """ "never" (navigation, chrome, ads), "aside" (a sidebar) or "main"."""
+def _side_boxes(tree: lxml.html.HtmlElement) -> set[etree._Element]:
+    """Elements whose heading says they are a box beside the listing ("Meistgelesen")."""
+    boxes = set()
+    for heading in tree.iter("h2", "h3", "h4", "h5", "h6", "strong"):
+        parent = heading.getparent()
+        if parent is not None and _SIDE_HEADING.match(text_of(heading)):
+            boxes.add(parent)
+    return boxes
+
+
+def _place(anchor: etree._Element, side_boxes: set[etree._Element]) -> str:
+    """Where a link sits: "never" (navigation, chrome, ads), "aside" (a sidebar) or "main"."""
     chain = [anchor, *ancestors(anchor)]
     in_article = any(tag_of(e) == "article" for e in chain)
     place = "main"
@@ -188,7 +207,7 @@ def _place(anchor: etree._Element) -> str:
             return "never"
         if tag == "header" and not in_article:
             return "never"  # the site's header; a teaser's own <header> is inside its <article>
-        if tag == "aside" or role in _SIDE_ROLES or words & _SIDE_WORDS:
+        if tag == "aside" or role in _SIDE_ROLES or words & _SIDE_WORDS or element in side_boxes:
             place = "aside"
     return place
 
