@@ -151,7 +151,7 @@ def test_make_item_does_links_text_categories_dates_and_identity_for_any_source(
 
 
 def test_a_poll_that_leaves_items_for_later_does_not_store_the_page_as_processed() -> None:
-    from worker.core.poll import Fetched, FeedState, after_success, plan_poll
+    from worker.core.poll import FeedState, Fetched, after_success, plan_poll
 
     now = datetime(2026, 11, 28, 12, tzinfo=UTC)
     state = FeedState(etag='"old"', body_hash="old", last_success=now, config="fp")
@@ -169,8 +169,8 @@ def test_a_poll_that_leaves_items_for_later_does_not_store_the_page_as_processed
 def test_a_page_that_stops_yielding_items_is_warned_about_once_per_episode() -> None:
     from worker.core.poll import (
         LAYOUT_WARNING,
-        Fetched,
         FeedState,
+        Fetched,
         after_success,
         layout_change_began,
         plan_poll,
