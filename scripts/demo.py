@@ -1,5 +1,6 @@
-"""`make demo`: serve the bundled Eulerpool sample on 127.0.0.1, poll it once, and let a worker
-show the alerts on the console. Offline; uses a throw-away redis-server so it can run again."""
+"""`make demo`: serve the bundled Eulerpool sample on 127.0.0.1 (its RSS feed, and a copy of the
+fixture news site without a feed: config/demo/site), poll both once, and let a worker show the
+alerts on the console. Offline; uses a throw-away redis-server so it can run again."""
 
 from __future__ import annotations
 
@@ -18,8 +19,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
+    """Serves config/demo (the RSS sample) and, at the root, the site in config/demo/site: a path
+    without a suffix is its page (/de/news is site/de/news.html), as sites with pretty URLs answer."""
+
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+    def translate_path(self, path: str) -> str:
+        local = super().translate_path(path)
+        if Path(local).is_file():
+            return local
+        page = Path(super().translate_path("/site" + path).rstrip("/") + ".html")
+        return str(page) if page.is_file() else local
 
 
 def free_port() -> int:
@@ -35,7 +46,8 @@ def main() -> int:
     handler = functools.partial(QuietHandler, directory=str(ROOT / "config" / "demo"))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    feed_url = f"http://127.0.0.1:{server.server_address[1]}/eulerpool.rss"
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    feed_url, site_url = f"{base}/eulerpool.rss", f"{base}/de/news"
 
     port = free_port()
     with tempfile.TemporaryDirectory() as data:
@@ -48,6 +60,7 @@ def main() -> int:
                 **os.environ,
                 "REDIS_URL": f"redis://127.0.0.1:{port}/0",
                 "NEWSWATCH_DEMO_FEED_URL": feed_url,
+                "NEWSWATCH_DEMO_SITE_URL": site_url,
             }
             cli = [sys.executable, "-m", "worker.cli"]
             flags = ["--config", str(ROOT / "config" / "demo.yaml"), "--log-level", "WARNING"]
@@ -55,7 +68,10 @@ def main() -> int:
                 if answers(env["REDIS_URL"]):
                     break
                 time.sleep(0.1)
-            print(f"demo: serving the Eulerpool sample at {feed_url}", flush=True)
+            print(f"demo: serving the Eulerpool sample feed at {feed_url}", flush=True)
+            print(
+                f"demo: and a news site without a feed at {site_url} (type: html, articles: true)", flush=True
+            )
             subprocess.run([*cli, "poll", *flags], env=env, check=True)
             print("demo: a worker processes the new items; alerts follow:", flush=True)
             subprocess.run([*cli, "worker", "--burst", *flags], env=env, check=True)

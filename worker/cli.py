@@ -58,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay-failed", parents=[common], help="send failed deliveries again")
     replay.add_argument("--channel", help="only deliveries to this channel")
     sub.add_parser("health", parents=[common], help="exit 0 when Redis, scheduler and workers are alive")
+    discover = sub.add_parser(
+        "discover", parents=[common], help="the feeds a page offers, or what it yields as html"
+    )
+    discover.add_argument("url")
+    discover.add_argument("--json", action="store_true", help="machine-readable output")
+    preview = sub.add_parser("preview", parents=[common], help="a source's items as the pipeline sees them")
+    preview.add_argument("feed", nargs="?", help="a configured feed")
+    preview.add_argument("--url", help="a source that is not configured")
+    preview.add_argument(
+        "--type", choices=["feed", "html", "json"], help="its type (default: from the answer)"
+    )
+    preview.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -73,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "check-config":
         return _check_config(config)
+    if args.command == "preview" and (args.feed is None) == (args.url is None):
+        print("newswatch: preview takes a configured feed or --url URL (one of them)", file=sys.stderr)
+        return EXIT_USAGE
     from worker.monitoring import init_sentry
 
     init_sentry(config)
@@ -90,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
-    from worker import commands
+    from worker import commands, preview
 
     handlers = {
         "run": lambda: commands.run(config, args.workers, args.log_level, args.log_format),
@@ -104,6 +119,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         "dashboard": lambda: commands.dashboard(config, args.bind, args.port),
         "replay-failed": lambda: commands.replay_failed(config, args.channel),
         "health": lambda: commands.health(config),
+        "discover": lambda: preview.discover(config, args.url, args.json),
+        "preview": lambda: preview.preview(config, args.feed, args.url, args.type, args.json),
     }
     try:
         return handlers[args.command]()
