@@ -51,8 +51,16 @@ def test_discover_shows_what_an_html_source_of_a_page_without_feeds_yields(
     found = json.loads(newswatch("discover", http_server.url("/de/news"), "--json", config=config).stdout)
     assert found["feeds"] == []
     assert len(found["html"]["items"]) == 6
-    assert found["html"]["items"][0]["title"] == "DeepSeek verschiebt Modellstart nach Problemen mit Huaweis KI-Chips"
-    assert found["config"] == {"name": "127-0-0-1", "url": http_server.url("/de/news"), "type": "html", "articles": True}
+    assert (
+        found["html"]["items"][0]["title"]
+        == "DeepSeek verschiebt Modellstart nach Problemen mit Huaweis KI-Chips"
+    )
+    assert found["config"] == {
+        "name": "127-0-0-1",
+        "url": http_server.url("/de/news"),
+        "type": "html",
+        "articles": True,
+    }
     tried = {r.path for r in http_server.received()}
     assert {"/feed", "/rss", "/rss.xml", "/de/news/feed"} <= tried  # the usual feed addresses
     text = newswatch("discover", http_server.url("/de/news"), config=config).stdout
@@ -60,10 +68,14 @@ def test_discover_shows_what_an_html_source_of_a_page_without_feeds_yields(
     assert redis.Redis.from_url(redis_url).dbsize() == 0
 
 
-def test_discover_lists_the_feeds_a_page_links_to(tmp_path: Path, redis_url: str, http_server: LocalServer) -> None:
+def test_discover_lists_the_feeds_a_page_links_to(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
     page = b'<html><head><link rel="alternate" type="application/rss+xml" title="News" href="/de/rss"></head><body>x</body></html>'
     http_server.routes["/de"] = Response(page, headers={"Content-Type": "text/html"})
-    http_server.routes["/de/rss"] = Response(EULERPOOL_RSS.read_bytes(), headers={"Content-Type": "application/rss+xml"})
+    http_server.routes["/de/rss"] = Response(
+        EULERPOOL_RSS.read_bytes(), headers={"Content-Type": "application/rss+xml"}
+    )
     config = write(tmp_path, redis_url, http_server)
     found = json.loads(newswatch("discover", http_server.url("/de"), "--json", config=config).stdout)
     assert found["feeds"] == [{"url": http_server.url("/de/rss"), "items": 7}]

@@ -129,14 +129,7 @@ def fetch(
 ) -> FetchResult:
     """GET a document (conditionally, with validators); `now` reads Retry-After and Expires.
     `extra_headers` are the source's own (an API key); `redirect_check` may refuse a hop."""
-    headers = [(b"User-Agent", USER_AGENT), (b"Accept", accept), (b"Accept-Encoding", b"gzip, deflate")]
-    for name, value in (extra_headers or {}).items():
-        if value:
-            headers.append((name.encode("latin-1", "replace"), value.encode("latin-1", "replace")))
-    if etag:
-        headers.append((b"If-None-Match", etag.encode("latin-1", "replace")))
-    if last_modified:
-        headers.append((b"If-Modified-Since", last_modified.encode("latin-1", "replace")))
+    headers = _request_headers(accept, extra_headers, etag, last_modified)
     extensions = timeouts(limits.timeout)
     hops: list[int] = []  # the redirects followed, by status
     current = url
@@ -182,6 +175,20 @@ def fetch(
         permanent_redirect=current if hops and all(h in (301, 308) for h in hops) else None,
         fresh_for=fresh_for_seconds(fields.get("cache-control"), fields.get("expires"), now),
     )
+
+
+def _request_headers(
+    accept: bytes, extra: Mapping[str, str] | None, etag: str | None, last_modified: str | None
+) -> list[tuple[bytes, bytes]]:
+    headers = [(b"User-Agent", USER_AGENT), (b"Accept", accept), (b"Accept-Encoding", b"gzip, deflate")]
+    for name, value in (extra or {}).items():
+        if value:
+            headers.append((name.encode("latin-1", "replace"), value.encode("latin-1", "replace")))
+    if etag:
+        headers.append((b"If-None-Match", etag.encode("latin-1", "replace")))
+    if last_modified:
+        headers.append((b"If-Modified-Since", last_modified.encode("latin-1", "replace")))
+    return headers
 
 
 def _check_status(status: int, headers: dict[str, str], now: datetime) -> None:
