@@ -193,8 +193,17 @@ class FeedConfig(_Model):
 
     @cached_property
     def fingerprint(self) -> str:
-        """Changes whenever the entry does (its name aside): a changed feed starts afresh."""
-        return config_fingerprint(self.model_dump(exclude={"name"}))
+        """Changes whenever the entry does (its name aside): a changed feed starts afresh. The
+        keys of sources that are not feeds count only when set, so the feeds of an older config
+        keep their fingerprint (and their validators, backoff and 410 state) across the upgrade."""
+        entry = self.model_dump(exclude={"name"})
+        for key in _SOURCE_KEYS:
+            if entry[key] == FeedConfig.model_fields[key].get_default(call_default_factory=True):
+                del entry[key]
+        return config_fingerprint(entry)
+
+
+_SOURCE_KEYS = ("articles", "max_articles", "select", "headers", "map", "robots")
 
 
 class AlertConfig(_Model):

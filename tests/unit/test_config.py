@@ -203,3 +203,15 @@ feeds:
     assert "key-that-must-never-leak" not in config.redact(
         "sent Authorization: Bearer key-that-must-never-leak"
     )
+
+
+def test_a_feed_of_an_older_config_keeps_its_fingerprint() -> None:
+    """Unset keys of html and json sources do not change a feed's fingerprint: an upgrade must
+    not start every feed afresh (which would re-enable feeds that answered 410)."""
+    from worker.config import FeedConfig
+    from worker.core.poll import config_fingerprint
+
+    feed = FeedConfig(name="eulerpool", url="https://eulerpool.example/rss", tags=["Finanzen"])
+    before = config_fingerprint({"url": feed.url, "type": "feed", "interval": None, "tags": ["Finanzen"]})
+    assert feed.fingerprint == before
+    assert FeedConfig(name="e", url=feed.url, tags=["Finanzen"], robots="ignore").fingerprint != before
