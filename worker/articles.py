@@ -126,4 +126,5 @@ def _problem(rt: Runtime, failed: list[tuple[Item, str]], tried: int) -> str | N
         return None
     item, reason = failed[-1]
     where = rt.config.redact(item.link or item.id)
-    return f"{len(failed)} of {tried} article pages not read (last: {where}: {reason})"
+    last = reason if where in reason else f"{where}: {reason}"
+    return f"{len(failed)} of {tried} article pages not read (last: {last})"

@@ -163,3 +163,10 @@ def test_make_demo_shows_the_deepseek_alert_offline() -> None:
     assert "ALERT alert=deepseek feed=eulerpool item=" in result.stdout
     assert f'title="{SAMPLE_TITLE}"' in result.stdout
     assert "published=2025-08-15T13:51:00Z" in result.stdout
+    # The same story from the news site without a feed: its HTML article page's date and tag line.
+    (site_alert,) = [
+        line for line in result.stdout.splitlines() if "alert=deepseek feed=eulerpool-site" in line
+    ]
+    assert f'title="{SAMPLE_TITLE}"' in site_alert and "published=2025-08-15T13:51:00Z" in site_alert
+    assert "link=http://127.0.0.1:" in site_alert and "/de/news/ki/deepseek-verschiebt" in site_alert
+    assert "topics=DeepSeek,Finanzen,Halbleiter,Huawei,KI,Nvidia" in site_alert
