@@ -284,3 +284,67 @@ def test_a_feed_url_answering_html_names_the_feeds_the_page_links_to() -> None:
 def test_select_config_is_checked_at_load() -> None:
     with pytest.raises(ValueError, match="invalid CSS selector"):
         SelectConfig(item="div[")
+
+
+CARD_LAYOUT = b"""<!doctype html><html lang="de"><body>
+<header><a href="/">Startseite</a><ul class="navigation"><li><a href="/inland">Inland</a></li><li><a href="/wirtschaft">Wirtschaft</a></li></ul></header>
+<main><div class="teaser-grid">
+  <div class="teaser"><a class="teaser__link" href="/wirtschaft/unternehmen/deepseek-100.html">
+    <div class="teaser__topline">KI-Entwickler</div>
+    <div class="teaser__headline">DeepSeek verschiebt Start seines neuen Modells</div>
+    <p class="teaser__shorttext">Der chinesische KI-Entwickler hat Probleme mit Huawei-Chips. Nun greift er wieder auf Nvidia zur\xc3\xbcck, berichten Insider aus dem Umfeld des Unternehmens.</p></a></div>
+  <div class="teaser"><a class="teaser__link" href="/wirtschaft/konjunktur/ifo-index-102.html">
+    <span>Konjunktur</span><span>Ifo-Index steigt zum dritten Mal in Folge</span></a></div>
+  <div class="teaser"><a class="teaser__link" href="/wirtschaft/index.html"><span>Alle Meldungen aus der Wirtschaft im \xc3\x9cberblick</span></a></div>
+</div></main>
+<footer><a href="/impressum.html">Impressum</a></footer></body></html>"""
+
+WORDPRESS_LAYOUT = b"""<!doctype html><html><body class="blog">
+<div id="page"><header id="masthead"><nav id="site-navigation" class="main-navigation"><a href="/category/maerkte/">M\xc3\xa4rkte</a></nav></header>
+<div id="primary" class="content-area"><main id="main">
+<article class="post"><header class="entry-header"><h2 class="entry-title"><a href="https://127.0.0.1:8000/2025/08/15/zinsen/" rel="bookmark">Warum die Zinsen jetzt wieder steigen</a></h2>
+  <div class="entry-meta"><a href="/author/anna/">Anna</a> in <a href="/category/maerkte/">M\xc3\xa4rkte</a></div></header>
+  <div class="entry-summary"><p>Die Notenbanken sind sich uneins, und die Anleihem\xc3\xa4rkte reagieren nerv\xc3\xb6s auf jede Andeutung.</p>
+  <a class="more-link" href="https://127.0.0.1:8000/2025/08/15/zinsen/#more-123">Weiterlesen <span>\xe2\x80\x9eWarum die Zinsen\xe2\x80\x9c</span></a></div></article>
+<article class="post"><header class="entry-header"><h2 class="entry-title"><a href="https://127.0.0.1:8000/2025/08/14/gold/">Gold bleibt gefragt wie lange nicht</a></h2></header></article>
+<nav class="navigation pagination"><a class="page-numbers" href="/page/2/">2</a> <a class="next page-numbers" href="/page/2/">N\xc3\xa4chste Beitr\xc3\xa4ge aus dem Blog</a></nav>
+</main></div>
+<aside id="secondary" class="widget-area"><section class="widget"><h2>Neueste Beitr\xc3\xa4ge</h2><ul><li><a href="/2025/08/01/alte-geschichte/">Eine alte Geschichte vom Anfang des Monats</a></li></ul></section></aside>
+</div></body></html>"""
+
+
+def test_card_links_and_short_html_slugs_of_a_broadcaster_layout() -> None:
+    items = listing({"/wirtschaft": (CARD_LAYOUT, "text/html")}, "/wirtschaft")
+    assert [i.title for i in items] == [
+        "DeepSeek verschiebt Start seines neuen Modells",
+        "Ifo-Index steigt zum dritten Mal in Folge",
+    ]
+    assert items[0].summary.startswith("Der chinesische KI-Entwickler")
+
+
+def test_a_blog_layout_with_widgets_and_pagination() -> None:
+    items = listing({"/": (WORDPRESS_LAYOUT, "text/html")}, "/")
+    assert [i.title for i in items] == [
+        "Warum die Zinsen jetzt wieder steigen",
+        "Gold bleibt gefragt wie lange nicht",
+    ]
+
+
+def test_an_item_list_naming_only_some_stories_or_only_their_links() -> None:
+    teasers = "".join(
+        f'<div><h2><a href="/n/geschichte-nummer-{n}-1000{n}">Geschichte Nummer {n} des Tages</a></h2></div>'
+        for n in range(4)
+    )
+    item_list = {"@type": "ItemList", "itemListElement": [
+        {"@type": "ListItem", "position": 1, "url": "/n/geschichte-nummer-2-10002"},
+        "/n/geschichte-nummer-3-10003",
+        {"@type": "ListItem", "position": 3, "url": "/n/nur-im-json-ld-ohne-titel-999"},
+    ]}  # fmt: skip
+    page = f'<html><head><script type="application/ld+json">{json.dumps(item_list)}</script></head><body><main>{teasers}</main></body></html>'
+    items = listing({"/n/": (page.encode(), "text/html")}, "/n/")
+    assert [i.title for i in items] == [
+        "Geschichte Nummer 2 des Tages",  # the publisher's list first, titled by the teasers
+        "Geschichte Nummer 3 des Tages",
+        "Geschichte Nummer 0 des Tages",  # then what else the page shows: nothing is dropped
+        "Geschichte Nummer 1 des Tages",
+    ]

@@ -56,11 +56,19 @@ def read_article(page: Page) -> RawEntry:
         title=structured.text(story.get("headline")) or as_markup(_title(tree, region)),
         summary=structured.text(story.get("description"))
         or as_markup(first_meta(tree, "og:description", "description")),
-        content=(as_markup(main_text(tree)) or structured.text(story.get("articleBody")),),
+        content=(_body(tree, story, region),),
         categories=tuple(_categories(tree, story, things, region)),
         dates=tuple(_dates(tree, story, region)),
         author=_author(tree, story),
     )
+
+
+def _body(tree: lxml.html.HtmlElement, story: structured.Thing, region: etree._Element) -> str:
+    """trafilatura's main text; else the publisher's articleBody; else the article's own text."""
+    text = main_text(tree)
+    if text:
+        return as_markup(text)
+    return structured.text(story.get("articleBody")) or as_markup(text_of(region)[:MAX_TEXT])
 
 
 def _the_article(things: list[structured.Thing], page_url: str) -> structured.Thing:

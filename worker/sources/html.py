@@ -7,6 +7,7 @@ With `select`, exactly what its CSS selectors say. Without, the page's structure
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 import lxml.html
@@ -31,15 +32,19 @@ def read(page: Page, config: FeedConfig) -> SourceResult:
     tree = parse_page(page)
     if config.select is not None:
         return SourceResult(selected(tree, config.select))
-    entries = from_structured_data(tree, page.url)
-    if entries:
-        return SourceResult(entries[:MAX_TEASERS], warning=_too_many(len(entries)))
     teasers, found = article_links(tree, page.url)
-    entries = [
-        RawEntry(title=as_markup(t.title), link=t.link, summary=as_markup(t.summary), dates=tuple(t.dates))
+    from_links = {
+        canonical_link(t.link) or t.link: RawEntry(
+            title=as_markup(t.title), link=t.link, summary=as_markup(t.summary), dates=tuple(t.dates)
+        )
         for t in teasers
-    ]
-    return SourceResult(entries, warning=_too_many(found))
+    }
+    listed = from_structured_data(tree, page.url, from_links)
+    # The publisher's own list first; stories its teasers show beyond it are not dropped (a
+    # page's ItemList often names only the top few of the stories it shows).
+    entries = {**listed, **{k: v for k, v in from_links.items() if k not in listed}} if listed else from_links
+    total = len(entries) if listed else found
+    return SourceResult(list(entries.values())[:MAX_TEASERS], warning=_too_many(total))
 
 
 def parse_page(page: Page) -> lxml.html.HtmlElement:
@@ -93,17 +98,25 @@ def _select(root: _Element, css: str) -> list[_Element]:
     return elements(_selector(css)(root))
 
 
-def from_structured_data(tree: lxml.html.HtmlElement, page_url: str) -> list[RawEntry]:
-    """Stories the page lists in JSON-LD or microdata: ItemList members and articles with a
-    link other than the page's own (an article page describes itself, it lists nothing)."""
+def from_structured_data(
+    tree: lxml.html.HtmlElement, page_url: str, teasers: dict[str, RawEntry] | None = None
+) -> dict[str, RawEntry]:
+    """Stories the page lists in JSON-LD or microdata, by canonical link: ItemList members and
+    articles with a link other than the page's own (an article page describes itself, it lists
+    nothing). A member with a link but no name takes the headline of the page's teaser for it."""
     page = canonical_link(page_url)
     entries: dict[str, RawEntry] = {}
     for thing in structured.things(tree, page_url):
         for entry in _listed(thing):
             canonical = canonical_link(absolute_link(entry.link, page_url))
-            if canonical and canonical != page and entry.title:
+            if not canonical or canonical == page:
+                continue
+            teaser = (teasers or {}).get(canonical)
+            if not entry.title and teaser is not None:
+                entry = replace(entry, title=teaser.title, summary=entry.summary or teaser.summary)
+            if entry.title:
                 entries.setdefault(canonical, entry)
-    return list(entries.values())
+    return entries
 
 
 def _listed(thing: structured.Thing) -> list[RawEntry]:
@@ -118,7 +131,7 @@ def _listed(thing: structured.Thing) -> list[RawEntry]:
 
 def _list_member(member: object) -> RawEntry | None:
     if isinstance(member, str):
-        return None  # a bare URL: no headline to show
+        return RawEntry(link=member)  # a bare URL: its headline may come from the page's teaser
     if not isinstance(member, dict):
         return None
     inner = member.get("item")

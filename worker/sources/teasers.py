@@ -24,6 +24,7 @@ from worker.sources.document import ancestors, tag_of, text_of
 MAX_TEASERS = 500  # items read from one page; more is a sitemap or an archive, not a listing
 
 _HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_HEADLINE_WORDS = frozenset({"headline", "title", "titel", "heading", "ueberschrift", "schlagzeile"})
 _NEVER_INSIDE = frozenset({"nav", "footer", "form", "button", "select", "dialog", "menu"})
 _ROLES_NEVER = frozenset({"navigation", "banner", "contentinfo", "search", "menu", "menubar", "dialog"})
 _SIDE_ROLES = frozenset({"complementary"})
@@ -81,6 +82,8 @@ _GENERIC_TEXT = re.compile(
     r"alle\b.*|weitere\b.*|mehr\b.*|zur startseite|startseite|home|\d+ kommentare?|kommentare?)\W*$",
     re.IGNORECASE,
 )
+_PAGE_SUFFIXES = frozenset({"html", "htm", "shtml", "php", "aspx", "jsp"})
+_INDEX_PAGES = frozenset({"index", "default", "start", "home", "uebersicht", "overview", "main"})
 _SLUG_WORD = re.compile(r"[-_]")
 _ID = re.compile(r"\d{4,}")
 _DATE_PATH = re.compile(r"/(19|20)\d\d/[01]?\d/")
@@ -170,11 +173,13 @@ def _looks_like_a_story(path: str, query: str) -> bool:
     params = {k.lower(): v for k, v in parse_qsl(query)}
     if any(k in _PAGE_PARAMS and v.isdigit() for k, v in params.items()):
         return False
-    last = segments[-1].rsplit(".", 1)[0]
+    last, _, suffix = segments[-1].partition(".")
     return (
         len(_SLUG_WORD.findall(last)) >= 2
         or bool(_ID.search(last))
         or bool(_DATE_PATH.search(path))
+        # "/wirtschaft/unternehmen/deepseek-100.html": a page of its own below a section
+        or (suffix in _PAGE_SUFFIXES and len(segments) >= 2 and last not in _INDEX_PAGES)
         or any(k in ("id", "artikel", "article", "story") and v for k, v in params.items())
     )
 
@@ -267,13 +272,14 @@ def _teaser(group: _Group, members: dict[etree._Element, set[str]]) -> Teaser | 
 
 def _headline(anchors: list[etree._Element], container: etree._Element) -> str:
     """The story's headline: a heading in one of its links, else a link's own headline-like
-    text, else the heading of the teaser around them."""
+    text, else the headline part of a link that wraps a whole teaser card (topline, headline,
+    teaser text), else the heading of the teaser around them."""
     for anchor in anchors:
         for heading in anchor.iter(*_HEADINGS):
             text = text_of(heading)
             if _headline_like(text, heading=True):
                 return text
-    texts = [text_of(a) or (a.get("title") or "").strip() for a in anchors]
+    texts = [_anchor_text(a) for a in anchors]
     best = max((t for t in texts if _headline_like(t, heading=False)), key=len, default="")
     if best:
         return best
@@ -282,6 +288,30 @@ def _headline(anchors: list[etree._Element], container: etree._Element) -> str:
         if _headline_like(text, heading=True):
             return text
     return ""
+
+
+def _anchor_text(anchor: etree._Element) -> str:
+    """A link's headline: its text; for a link around a whole card (topline, headline, teaser
+    text in blocks of their own), the part whose class says headline or title, else the longest
+    part that reads like one (a topline is shorter, a teaser text too long)."""
+    parts = [e for e in anchor.iter() if e is not anchor and _is_text_block(e)]
+    if len(parts) >= 2:
+        marked = [e for e in parts if _classes(e) & _HEADLINE_WORDS]
+        for group in (marked, parts):
+            texts = [t for t in map(text_of, group) if _headline_like(t, heading=False) and len(t) <= 200]
+            if texts:
+                return max(texts, key=len)
+    return text_of(anchor) or (anchor.get("title") or "").strip()
+
+
+_CARD_BLOCKS = frozenset({"div", "p", "span", "strong", "em", "b", "section", "header", "footer", "time"})
+
+
+def _is_text_block(element: etree._Element) -> bool:
+    """A block of a card with text and no blocks inside it."""
+    if tag_of(element) not in _CARD_BLOCKS or not text_of(element):
+        return False
+    return not any(tag_of(child) in _CARD_BLOCKS for child in element)
 
 
 def _headline_like(text: str, heading: bool) -> bool:
