@@ -348,3 +348,18 @@ def test_an_item_list_naming_only_some_stories_or_only_their_links() -> None:
         "Geschichte Nummer 0 des Tages",  # then what else the page shows: nothing is dropped
         "Geschichte Nummer 1 des Tages",
     ]
+
+
+def test_a_microdata_item_list() -> None:
+    page = b"""<html><body><div itemscope itemtype="https://schema.org/ItemList">
+    <div itemprop="itemListElement" itemscope itemtype="https://schema.org/NewsArticle"><a itemprop="url" href="/x/a">
+      <span itemprop="headline">Mikrodaten: die erste Geschichte</span></a>
+      <time itemprop="datePublished" datetime="2025-08-15T10:00:00+02:00">15.08.</time></div>
+    <div itemprop="itemListElement" itemscope itemtype="https://schema.org/ListItem"><a itemprop="url" href="/x/b">
+      <span itemprop="name">Mikrodaten: die zweite Geschichte</span></a></div></div></body></html>"""
+    items = listing({"/x/": (page, "text/html")}, "/x/")
+    assert [(i.title, i.link) for i in items] == [
+        ("Mikrodaten: die erste Geschichte", BASE + "/x/a"),
+        ("Mikrodaten: die zweite Geschichte", BASE + "/x/b"),
+    ]
+    assert items[0].published == datetime(2025, 8, 15, 8, tzinfo=UTC)

@@ -130,23 +130,17 @@ def _listed(thing: structured.Thing) -> list[RawEntry]:
 
 
 def _list_member(member: object) -> RawEntry | None:
+    """A ListItem (its `item` the story, or a URL), or a story object itself, or a bare URL."""
     if isinstance(member, str):
-        return RawEntry(link=member)  # a bare URL: its headline may come from the page's teaser
+        return RawEntry(link=member)  # its headline may come from the page's teaser
     if not isinstance(member, dict):
         return None
     inner = member.get("item")
-    if isinstance(inner, dict):
-        entry = _article_entry(inner)
-        link = entry.link or structured.url(member)
-        return RawEntry(
-            title=entry.title or structured.text(member.get("name")),
-            link=link,
-            summary=entry.summary,
-            dates=entry.dates,
-            categories=entry.categories,
-        )
-    return RawEntry(
-        title=structured.text(member.get("name")), link=structured.url(member) or structured.url(inner)
+    entry = _article_entry(inner if isinstance(inner, dict) else member)
+    return replace(
+        entry,
+        title=entry.title or structured.text(member.get("name")),
+        link=entry.link or structured.url(member) or structured.url(inner),
     )
 
 
