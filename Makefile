@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck demo bench install clean
+.PHONY: run test lint typecheck demo bench image-check install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/ensure_redis.py --binary
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Builds the container image here (podman, a stand-in base from Debian's archive) and checks it
+# from the inside; needs root. README: "The container image, checked here".
+image-check: $(STAMP)
+	$(PY) scripts/image_check.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -13,8 +13,9 @@ from typing import Any
 import redis
 
 from worker import __version__
-from worker.config import Config, load_config
+from worker.config import Config, address_warnings, load_config
 from worker.core.errors import ConfigError, DeliveryError
+from worker.core.text import printable
 from worker.logs import configure_logging
 
 log = logging.getLogger("newswatch")
@@ -125,7 +126,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     try:
         return handlers[args.command]()
     except DeliveryError as e:
-        print(f"newswatch: {e}", file=sys.stderr)
+        print(f"newswatch: {printable(str(e))}", file=sys.stderr)
         return EXIT_FAILURE
 
 
@@ -135,6 +136,8 @@ def _check_config(config: Config) -> int:
         f"{config.path}: OK — {len(s.feeds)} feeds, {len(s.alerts)} alerts, "
         f"{len(s.topics)} topics, {len(s.channels)} channels"
     )
+    for warning in address_warnings(s):  # valid, but it will not work as written: exit stays 0
+        print(f"newswatch: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -23,6 +23,7 @@ from worker.core.errors import DeliveryError
 from worker.core.models import AlertMatch, Item, utc_iso
 from worker.core.render import deliveries_for
 from worker.core.rules import Classified
+from worker.core.text import printable
 from worker.polling import poll_feed, poll_threads
 from worker.runtime import Runtime, connect
 
@@ -94,11 +95,12 @@ def poll_feeds(rt: Runtime, feeds: Sequence[FeedConfig]) -> int:
         for outcome in with_progress(
             list(outcomes) if sys.stderr.isatty() else outcomes, "polling", len(feeds)
         ):
+            # An error can quote the server (a Content-Type, say): printable before a terminal sees it.
             if outcome.status == "error":
                 failed += 1
-                print(f"{outcome.feed}: error: {outcome.error}")
+                print(f"{outcome.feed}: error: {printable(outcome.error or '')}")
             elif outcome.status == "disabled":
-                print(f"{outcome.feed}: disabled ({outcome.error})")
+                print(f"{outcome.feed}: disabled ({printable(outcome.error or '')})")
             else:
                 print(f"{outcome.feed}: {outcome.status}, {outcome.items} items, {outcome.enqueued} new")
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -130,15 +132,16 @@ def status_data(rt: Runtime) -> dict[str, Any]:
         feeds.append(
             {
                 "name": feed.name,
-                "url": rt.config.redact(moved or feed.url),
+                # url (a redirect's Location), error and warning can quote a server: printable.
+                "url": printable(rt.config.redact(moved or feed.url)),
                 "disabled": state.disabled,
                 "last_poll": _iso(state.last_poll),
                 "last_success": _iso(state.last_success),
                 "next_poll": None if state.disabled else _iso(next_poll),
-                "error": state.error,
+                "error": _printable_or_none(state.error),
                 "error_count": state.error_count,
                 "items_seen": state.items_seen,
-                "warning": state.warning,
+                "warning": _printable_or_none(state.warning),
             }
         )
     counts = queues.queue_counts(rt.redis)
@@ -154,6 +157,10 @@ def _iso(moment: datetime | None) -> str | None:
     return utc_iso(moment) if moment else None
 
 
+def _printable_or_none(text: str | None) -> str | None:
+    return printable(text) if text is not None else None
+
+
 def status(config: Config, as_json: bool) -> int:
     data = status_data(connect(config))
     if as_json:
@@ -161,21 +168,26 @@ def status(config: Config, as_json: bool) -> int:
         return EXIT_OK
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    # Every cell is a Text, never a str: rich would read a str as markup, and an error quoting a
+    # server ("not a feed: text/[/oops]", "[link=…]") would crash the table or become a link.
     feeds = Table(title="Feeds")
     for column in ("feed", "last success", "next poll", "errors", "items seen", "problem"):
         feeds.add_column(column)
     for f in data["feeds"]:
-        problem = ("[red]disabled: [/red]" if f["disabled"] else "") + (f["error"] or f["warning"] or "")
+        problem = Text(f["error"] or f["warning"] or "")
+        if f["disabled"]:
+            problem = Text.assemble(("disabled: ", "red"), problem)
         feeds.add_row(
-            f["name"], f["last_success"] or "never", f["next_poll"] or "-", str(f["error_count"]),
-            str(f["items_seen"]), problem or "[green]ok[/green]",
+            Text(f["name"]), Text(f["last_success"] or "never"), Text(f["next_poll"] or "-"),
+            Text(str(f["error_count"])), Text(str(f["items_seen"])), problem or Text("ok", style="green"),
         )  # fmt: skip
     queue_table = Table(title="Queues")
     for column in ("queue", "queued", "started", "failed"):
         queue_table.add_column(column)
     for q in data["queues"]:
-        queue_table.add_row(q["name"], str(q["queued"]), str(q["started"]), str(q["failed"]))
+        queue_table.add_row(*(Text(str(q[key])) for key in ("name", "queued", "started", "failed")))
     console = Console()
     console.print(feeds)
     console.print(queue_table)
@@ -211,11 +223,12 @@ def test_alert(config: Config, channel: str) -> int:
     started = time.monotonic()
     try:
         outcome = channels.send(rt, delivery)
-    except DeliveryError as e:
-        print(f"test-alert {channel}: FAILED after {time.monotonic() - started:.2f}s: {e}")
+    except DeliveryError as e:  # its text can quote the receiver (an SMTP reply): printable
+        print(f"test-alert {channel}: FAILED after {time.monotonic() - started:.2f}s: {printable(str(e))}")
         return EXIT_FAILURE
     took = f"{outcome.seconds * 1000:.0f} ms"
-    print(f"test-alert {channel}: delivered ({outcome.detail}) in {took}, id {delivery.delivery_id}")
+    detail = printable(outcome.detail)
+    print(f"test-alert {channel}: delivered ({detail}) in {took}, id {delivery.delivery_id}")
     return EXIT_OK
 
 

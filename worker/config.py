@@ -1,23 +1,25 @@
 """The one typed configuration: YAML + ${VAR} interpolation -> validated Settings -> compiled rules.
 
 Everything the daemon reads from its environment is read here, once; the result is passed down.
-Every problem is reported by its key path (`alerts[1].channels[0]: unknown channel 'slak'`), and
-no message ever repeats a configured value, so secrets cannot leak through errors.
+Every problem is reported by its key path (`alerts[1].channels[0]: unknown channel 'slak'`). A
+message may quote a value written in the file, never one written with ${VAR}, which may be a
+secret (see `_hide_interpolated`), so secrets from the environment cannot leak through errors.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
-from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-import yaml
+import httpx
+import sentry_sdk.utils
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -28,6 +30,9 @@ from pydantic import (
     model_validator,
 )
 
+from worker.adapters.http_fetch import request_url
+from worker.adapters.net import literal_blocked_reason
+from worker.config_yaml import read_yaml
 from worker.core.errors import ConfigError, QuerySyntaxError
 from worker.core.poll import config_fingerprint
 from worker.core.query import parse_query, parse_term_list
@@ -59,6 +64,15 @@ def _http_url(value: object) -> str:
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http:// or https:// URL")
+    # The fetcher's own parsing (httpx), so a URL it would refuse (`0177.0.0.1`, a bad port) is
+    # a config error here, not a crash of the scheduler at start.
+    try:
+        target = request_url(value.strip())
+    except httpx.InvalidURL as e:
+        # httpx's message quotes the offending part after a colon or comma; only the kind is shown.
+        raise ValueError(f"not a URL newswatch can fetch: {re.split('[:,]', str(e))[0]}") from e
+    if not target.host or not 0 < (target.port or 80) < 65536:
+        raise ValueError("not a URL newswatch can fetch: it needs a host and a port from 1 to 65535")
     return value.strip()
 
 
@@ -83,6 +97,19 @@ class RedisSettings(_Model):
 class SentrySettings(_Model):
     dsn: str | None = None
     environment: str = "production"
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_parses(cls, value: str | None) -> str | None:
+        """Checked with sentry_sdk's own parser, which would otherwise fail every command at
+        start. Its message quotes parts of the DSN, a secret, so it is not repeated."""
+        if not value:
+            return None
+        try:
+            sentry_sdk.utils.Dsn(value)
+        except ValueError as e:  # BadDsn, or a port out of range
+            raise ValueError("not a Sentry DSN (like https://<public key>@<host>/<project id>)") from e
+        return value
 
 
 class MetricsSettings(_Model):
@@ -341,12 +368,20 @@ _URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]+@")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
-    """Replace ${VAR} and ${VAR:-default} in every string of the YAML tree."""
+def interpolate(
+    node: Any,
+    env: Mapping[str, str],
+    path: str,
+    problems: list[str],
+    written: dict[str, tuple[str, str]] | None = None,
+) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string of the YAML tree. `written` gets,
+    per key path interpolated, the value as written and as it came out."""
+    written = {} if written is None else written
     if isinstance(node, dict):
-        return {k: interpolate(v, env, _join(path, k), problems) for k, v in node.items()}
+        return {k: interpolate(v, env, _join(path, k), problems, written) for k, v in node.items()}
     if isinstance(node, list):
-        return [interpolate(v, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+        return [interpolate(v, env, f"{path}[{i}]", problems, written) for i, v in enumerate(node)]
     if not isinstance(node, str) or "${" not in node:
         return node
 
@@ -360,8 +395,46 @@ def interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[str
         return ""
 
     value = _VAR.sub(replace, node)
+    if value != node:
+        written[path] = (node, value)
     # A whole value that came out empty means "not set" (e.g. secret: ${WEBHOOK_SECRET:-}).
     return None if value == "" and _VAR.fullmatch(node) else value
+
+
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)+)'|\"((?:[^\"\\]|\\.)+)\"")
+
+
+def _hide_interpolated(problems: list[str], written: dict[str, tuple[str, str]]) -> list[str]:
+    """Problems about a value written with ${VAR} show it as written, never as it came out: it
+    may be a secret put in the wrong place (`timeout: ${SMTP_PASSWORD}`). A message that still
+    quotes any part of the value says only that the value is invalid."""
+    shown = []
+    for problem in problems:
+        path, colon, message = problem.partition(": ")
+        for where, (template, value) in written.items():
+            if not value or not (_within(path, where) or _within(where, path)):
+                continue
+            message = message.replace(repr(value), repr(template))
+            if _quotes_part_of(message, value):
+                message = f"invalid value (written {template!r}; not shown: it comes from the environment)"
+                break
+        shown.append(path + colon + message)
+    return shown
+
+
+def _within(path: str, outer: str) -> bool:
+    return path == outer or path.startswith((outer + ".", outer + "["))
+
+
+def _quotes_part_of(message: str, value: str) -> bool:
+    spelled = repr(value)[1:-1]
+    if value in message or spelled in message:
+        return True
+    for match in _QUOTED.finditer(message):
+        quoted = match.group(1) or match.group(2)
+        if quoted in value or quoted in spelled:
+            return True
+    return False
 
 
 def _join(path: str, key: object) -> str:
@@ -427,47 +500,63 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
     return problems
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: YAML would silently keep only the last one."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )  # fmt: skip
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _read_yaml(path: str) -> Any:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ConfigError([f"{path}: file not found"]) from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError([f"{path}: cannot read ({e.__class__.__name__})"]) from e
-    try:
-        return yaml.load(text, Loader=_StrictLoader) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ConfigError([f"{path}{where}: {problem}"]) from e
-
-
 def _secrets_of(settings: Settings) -> tuple[str, ...]:
+    """Every secret of the config, in each spelling it can take in text, longest first."""
     found: list[str | None] = [settings.sentry.dsn, urlsplit(settings.redis.url).password]
     for feed in settings.feeds:  # an API key in a json source's headers
         found += [value.strip() for value in feed.headers.values()]
     for channel in settings.channels.values():
         if isinstance(channel, WebhookChannel):
-            found += [channel.secret, urlsplit(channel.url).password, *channel.headers.values()]
+            # The whole URL is a secret: Slack-, Teams- and Discord-style webhook URLs carry their
+            # token in the path, which also travels on its own (httpcore's request target). A
+            # short path ("/hook", "/api") is no token, and would be redacted from file names.
+            target = request_url(channel.url).target.decode("ascii")
+            found += [channel.secret, channel.url, str(httpx.URL(channel.url))]
+            found += [target] if len(target) >= _MIN_TOKEN_PATH else []
+            found += [urlsplit(channel.url).password, *channel.headers.values()]
         elif isinstance(channel, EmailChannel):
             found.append(channel.smtp.password)
-    return tuple(sorted({s for s in found if s and len(s) >= 4}, key=len, reverse=True))
+    spellings = {spelling for s in found if s and len(s) >= 4 for spelling in _spellings(s)}
+    return tuple(sorted(spellings, key=len, reverse=True))
+
+
+_MIN_TOKEN_PATH = 16  # characters: Slack's, Teams' and Discord's webhook paths are 50 to 150
+
+
+def _spellings(secret: str) -> set[str]:
+    """A secret as text can hold it: as is, inside a Python repr in either quoting (how frame
+    variables reach Sentry: a backslash doubled), inside JSON, percent-encoded."""
+    return {
+        secret,
+        repr(secret)[1:-1],
+        repr(secret + "'\"")[1:-4],  # the quoting repr picks when a text holds both quotes
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret, safe=""),
+    }
+
+
+def address_warnings(settings: Settings) -> list[str]:
+    """Feeds and channels written with a loopback or private address (or `localhost`), which the
+    URL guard will refuse while polling.allow_private_addresses is off. Literal addresses only:
+    check-config looks nothing up in DNS. No message repeats the address (it may come from the
+    environment); the key path says where it is."""
+    if settings.polling.allow_private_addresses:
+        return []
+    hosts = [
+        (f"feeds[{i}].url", request_url(feed.url).host.decode()) for i, feed in enumerate(settings.feeds)
+    ]
+    for name, channel in settings.channels.items():
+        if isinstance(channel, WebhookChannel):
+            hosts.append((f"channels.{name}.url", request_url(channel.url).host.decode()))
+        elif isinstance(channel, EmailChannel):
+            hosts.append((f"channels.{name}.smtp.host", channel.smtp.host))
+    return [
+        f"{path}: a {reason} address; newswatch will refuse to connect to it while "
+        "polling.allow_private_addresses is off"
+        for path, host in hosts
+        if (reason := literal_blocked_reason(host))
+    ]
 
 
 def build_rules(settings: Settings) -> RuleSet:
@@ -489,16 +578,18 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
     """Load, interpolate and validate a config file; raises ConfigError listing every problem."""
     env = os.environ if env is None else env
     path = path or env.get("NEWSWATCH_CONFIG") or DEFAULT_CONFIG
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of sections (redis, feeds, ...)"])
     problems: list[str] = []
-    raw = interpolate(raw, env, "", problems)
+    written: dict[str, tuple[str, str]] = {}
+    raw = interpolate(raw, env, "", problems, written)
     unset_paths = {p.split(": ", 1)[0] for p in problems}
     for section, key, var in (("redis", "url", "REDIS_URL"), ("sentry", "dsn", "SENTRY_DSN")):
         if env.get(var):
             section_value = raw.get(section)
             raw[section] = {**(section_value if isinstance(section_value, dict) else {}), key: env[var]}
+            written[f"{section}.{key}"] = (f"${{{var}}}", env[var])
     problems += _cross_check(raw)
     try:
         settings = Settings.model_validate(raw)
@@ -507,5 +598,5 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
         problems = [p for p in _pydantic_problems(e) if p.split(": ", 1)[0] not in unset_paths] + problems
         settings = None
     if problems or settings is None:
-        raise ConfigError(problems)
+        raise ConfigError(_hide_interpolated(problems, written))
     return Config(settings, build_rules(settings), _secrets_of(settings), path)

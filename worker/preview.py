@@ -6,7 +6,6 @@ in this process only, no item is marked seen, no article page is marked fetched)
 from __future__ import annotations
 
 import json
-import re
 import sys
 import threading
 from collections import defaultdict
@@ -23,6 +22,7 @@ from worker.config import Config, FeedConfig
 from worker.core.errors import FeedParseError, FetchError
 from worker.core.models import Item, utc_iso
 from worker.core.rules import classify, too_old_to_alert
+from worker.core.text import printable
 from worker.pages import PageFetcher, source_request
 from worker.runtime import Runtime
 from worker.sources import Page, feed, read_items
@@ -83,7 +83,7 @@ def preview(config: Config, name: str | None, url: str | None, kind: SourceType 
             source = source.model_copy(update=_guessed_type(page))
         parsed = read_items(source, page, rt.clock())
     except (FetchError, FeedParseError) as e:
-        print(f"{source.name}: error: {rt.config.redact(str(e))}", file=sys.stderr)
+        print(f"{source.name}: error: {_printable(rt.config.redact(str(e)))}", file=sys.stderr)
         return EXIT_FAILURE
     shown = [_previewed(rt, item) for item in _with_articles(rt, source, pages, parsed.items)]
     if as_json:
@@ -163,22 +163,21 @@ def _preview_json(source: FeedConfig, shown: list[Previewed], warning: str | Non
 def _print_preview(rt: Runtime, source: FeedConfig, shown: list[Previewed], warning: str | None) -> None:
     print(f"{source.name} ({source.type}): {len(shown)} items from {rt.config.redact(source.url)}")
     if warning:
-        print(f"warning: {warning}")
+        print(f"warning: {_printable(warning)}")
     for p in shown:
         published = utc_iso(p.item.published) if p.item.published else "unknown"
-        print(f"\n{_printable(p.item.title)}\n  link:       {p.item.link}\n  published:  {published}")
+        print(f"\n{_printable(p.item.title)}\n  link:       {_printable(p.item.link)}")
+        print(f"  published:  {published}")
         print(f"  categories: {', '.join(map(_printable, p.item.categories)) or '-'}")
-        print(f"  topics:     {', '.join(p.topics) or '-'}\n  alerts:     {', '.join(p.alerts) or '-'}")
+        print(f"  topics:     {', '.join(map(_printable, p.topics)) or '-'}")
+        print(f"  alerts:     {', '.join(p.alerts) or '-'}")
         if p.note:
             print(f"  note:       {_printable(p.note)}")
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def _printable(text: str) -> str:
-    """Outside text on a terminal: no escape sequences, no bidi overrides."""
-    return _CONTROL.sub(" ", text)
+def _printable(text: str | None) -> str:
+    """Outside text on a terminal: control characters and bidi overrides shown as escapes."""
+    return printable(text or "")
 
 
 # --- discover --------------------------------------------------------------------------------
@@ -195,7 +194,7 @@ def discover(config: Config, url: str, as_json: bool) -> int:
     try:
         page = _get(rt, source.model_copy(update={"type": "feed"}), pages)
     except FetchError as e:
-        print(f"{url}: error: {e}", file=sys.stderr)
+        print(f"{_printable(url)}: error: {_printable(str(e))}", file=sys.stderr)
         return EXIT_FAILURE
     found = _discovered(rt, source, pages, page)
     if as_json:
@@ -268,18 +267,18 @@ def _as_html_source(rt: Runtime, source: FeedConfig, pages: PageFetcher, page: P
 
 def _print_discovered(found: dict[str, Any]) -> None:
     if found["feeds"]:
-        print(f"{found['url']} offers {len(found['feeds'])} feed(s):")
+        print(f"{_printable(found['url'])} offers {len(found['feeds'])} feed(s):")
         for f in found["feeds"]:
-            print(f"  {f['url']}  ({f['items']} items)")
+            print(f"  {_printable(f['url'])}  ({f['items']} items)")
     else:
         html_source = found["html"]
-        print(f"{found['url']} links to no feed, and none answers at the usual addresses.")
+        print(f"{_printable(found['url'])} links to no feed, and none answers at the usual addresses.")
         if html_source["error"]:
-            print(f"As an html source: error: {html_source['error']}")
+            print(f"As an html source: error: {_printable(html_source['error'])}")
         else:
             print(f"As an html source it yields {len(html_source['items'])} items:")
             for item in html_source["items"][:_SHOWN]:
-                print(f"  {_printable(item['title'])}\n    {item['link']}")
+                print(f"  {_printable(item['title'])}\n    {_printable(item['link'])}")
     print("\nConfig entry (under feeds:):")
     print("".join(f"  {line}\n" for line in found["config_yaml"].splitlines()), end="")
 

@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 from worker.core.dates import DateCandidate, first_date
 from worker.core.identity import link_identity, primary_identity, story_id
+from worker.core.limits import cap_item
 from worker.core.links import canonical_link
 from worker.core.models import Item
 from worker.core.text import html_to_text
@@ -56,18 +57,20 @@ def make_item(raw: RawEntry, feed: str, base_url: str, now: datetime) -> Item:
     published = first_date(raw.dates, now)
     canonical = canonical_link(link)
     primary = primary_identity(feed, guid, link, title, published)
-    return Item(
-        feed=feed,
-        guid=guid,
-        link=link,
-        canonical_link=canonical,
-        title=title,
-        summary=summary,
-        content=_content_text(raw.content, summary),
-        categories=split_categories(raw.categories),
-        published=published,
-        id=story_id(primary, link_identity(canonical)),
-        author=_author(raw.author),
+    return cap_item(
+        Item(  # a source cannot make an item (log line, webhook body) as big as its response
+            feed=feed,
+            guid=guid,
+            link=link,
+            canonical_link=canonical,
+            title=title,
+            summary=summary,
+            content=_content_text(raw.content, summary),
+            categories=split_categories(raw.categories),
+            published=published,
+            id=story_id(primary, link_identity(canonical)),
+            author=_author(raw.author),
+        )
     )
 
 
@@ -83,7 +86,7 @@ def merge_article(item: Item, article: RawEntry, now: datetime) -> Item:
     text = html_to_text(" ".join(article.content))
     description = html_to_text(article.summary)
     summary = item.summary or description or _shortened(text)
-    return replace(
+    merged = replace(
         item,
         title=html_to_text(article.title) or item.title,
         summary=summary,
@@ -92,6 +95,7 @@ def merge_article(item: Item, article: RawEntry, now: datetime) -> Item:
         published=first_date(article.dates, now) or item.published,
         author=_author(article.author) or item.author,
     )
+    return cap_item(merged)  # an article page is no more able than a feed to make an item huge
 
 
 def _shortened(text: str) -> str:

@@ -84,7 +84,8 @@ def _logfmt_fields(alert: str, matched: list[str], item: dict[str, Any]) -> str:
         "title": one_line(item["title"] or ""),
         "link": one_line(item["link"] or ""),
         "published": item["published"] or "",
-        "topics": ",".join(item["topics"]),
+        # Topics hold the feed's own categories: outside text, made one line like the title.
+        "topics": ",".join(one_line(topic) for topic in item["topics"]),
     }
     return " ".join(f"{key}={_logfmt(value)}" for key, value in fields.items())
 
