@@ -503,8 +503,8 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
 def _secrets_of(settings: Settings) -> tuple[str, ...]:
     """Every secret of the config, in each spelling it can take in text, longest first."""
     found: list[str | None] = [settings.sentry.dsn, urlsplit(settings.redis.url).password]
-    for feed in settings.feeds:  # an API key in a json source's headers
-        found += [value.strip() for value in feed.headers.values()]
+    for feed in settings.feeds:  # an API key in a json source's headers ("Bearer <key>")
+        found += [_credential(value) for value in feed.headers.values()]
     for channel in settings.channels.values():
         if isinstance(channel, WebhookChannel):
             # The whole URL is a secret: Slack-, Teams- and Discord-style webhook URLs carry their
@@ -520,6 +520,13 @@ def _secrets_of(settings: Settings) -> tuple[str, ...]:
     return tuple(sorted(spellings, key=len, reverse=True))
 
 
+def _credential(header: str) -> str | None:
+    """A header value as a secret; "Bearer" alone (its key unset) is no secret, only a word."""
+    value = header.strip()
+    return None if value.lower() in _AUTH_SCHEMES else value
+
+
+_AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "apikey", "digest"})
 _MIN_TOKEN_PATH = 16  # characters: Slack's, Teams' and Discord's webhook paths are 50 to 150
 
 

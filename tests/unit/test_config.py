@@ -203,6 +203,11 @@ feeds:
     assert "key-that-must-never-leak" not in config.redact(
         "sent Authorization: Bearer key-that-must-never-leak"
     )
+    unset = load(
+        tmp_path,
+        "feeds: [{name: a, type: json, url: 'https://api.example/', headers: {Authorization: 'Bearer ${K:-}'}}]",
+    )
+    assert unset.redact("Bearer tokens") == "Bearer tokens"  # no key set: the scheme word is no secret
 
 
 def test_a_feed_of_an_older_config_keeps_its_fingerprint() -> None:
