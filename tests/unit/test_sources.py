@@ -363,3 +363,14 @@ def test_a_microdata_item_list() -> None:
         ("Mikrodaten: die zweite Geschichte", BASE + "/x/b"),
     ]
     assert items[0].published == datetime(2025, 8, 15, 8, tzinfo=UTC)
+
+
+def test_a_date_the_story_mentions_is_not_its_publication_date() -> None:
+    page = """<html><body><article><h1>Neues Gesetz für Rechenzentren beschlossen</h1>
+    <p>Am 3. März 2024 hatte das Kabinett den ersten Entwurf vorgelegt; seitdem wurde über jede Einzelheit
+    gestritten, bis der Bundestag am Donnerstag zustimmte und die Länder keinen Einspruch erhoben.</p>
+    <div class="byline">Von Max Muster · 14.08.2025, 18:05 Uhr</div></article></body></html>""".encode()
+    article = read_article(Page(BASE + "/a", page, "text/html"))
+    from worker.core.dates import first_date
+
+    assert first_date(article.dates, NOW) == datetime(2025, 8, 14, 16, 5, tzinfo=UTC)

@@ -108,7 +108,8 @@ def _title(tree: lxml.html.HtmlElement, region: etree._Element) -> str:
 def _dates(
     tree: lxml.html.HtmlElement, story: structured.Thing, region: etree._Element
 ) -> Iterator[DateCandidate]:
-    """In order of trust: structured data, <meta>, <time>, then German text near the top."""
+    """In order of trust: structured data, <meta>, <time>, then a German text date in a short
+    line of the article (its byline: "15. August 2025, 15:51 Uhr · Quelle: …")."""
     yield structured.text(story.get("datePublished")) or None
     for name in ("article:published_time", "og:published_time", "datePublished", "pubdate", "publishdate",
                  "date", "dc.date.issued", "dc.date", "parsely-pub-date", "sailthru.date"):  # fmt: skip
@@ -116,9 +117,28 @@ def _dates(
     for time in region.iter("time"):
         yield time.get("datetime") or None
         yield text_of(time) or None
-    # A text date ("15. August 2025, 15:51 Uhr") in the first lines of the article: its byline.
-    yield text_of(region)[:600] or None
+    yield from _short_lines(region)
     yield structured.text(story.get("dateModified")) or None
+
+
+_BYLINE_CHARS = 120  # a byline or date line; a paragraph of the story is longer
+_BYLINE_BLOCKS = frozenset({"div", "p", "span", "li", "small", "footer", "header", "section", "address"})
+
+
+def _short_lines(region: etree._Element) -> Iterator[str]:
+    """The article's short lines, in page order: where text dates are written. Paragraphs of
+    the story are left out, so a date the story mentions ("am 3. März 2024") is not taken for
+    the day it was published."""
+    found = 0
+    for element in region.iter(*_BYLINE_BLOCKS):
+        if any(tag_of(child) in _BYLINE_BLOCKS or tag_of(child) == "p" for child in element):
+            continue
+        text = text_of(element)
+        if 6 <= len(text) <= _BYLINE_CHARS:
+            yield text
+            found += 1
+            if found >= 40:
+                return
 
 
 def _author(tree: lxml.html.HtmlElement, story: structured.Thing) -> str:
