@@ -3,8 +3,8 @@
 Title, publication date, author, tags and categories, description and main text, each from
 the most reliable place a page has it: JSON-LD or microdata, then <meta> (Open Graph,
 `article:*`, `keywords`), then the page itself (<h1>, <time>, German text dates, tag lines such
-as "Finanzen / KI / DeepSeek / Huawei / Nvidia"). The main text is trafilatura's, given the
-parsed tree (never a string: see worker/sources/document.py).
+as "Finanzen / KI / DeepSeek / Huawei / Nvidia"). The main text is worker/sources/maintext.py's
+(justext on the article's region without its chrome).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from copy import deepcopy
 
 import lxml.html
 from lxml import etree
@@ -32,10 +31,10 @@ from worker.sources.document import (
     xpath_elements,
 )
 from worker.sources.html import parse_page
+from worker.sources.maintext import main_text
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT = 100_000  # characters of main text kept: enough for any article, bounded for the rest
 _TAG_SEPARATORS = re.compile(r"^[\s/|,·•›>»\-–]*$")
 _TAG_LINE = re.compile(r"^[^/|·•]{1,40}(\s[/|·•]\s[^/|·•]{1,40}){2,}$")
 _TAG_WORDS = frozenset(
@@ -64,11 +63,8 @@ def read_article(page: Page) -> RawEntry:
 
 
 def _body(tree: lxml.html.HtmlElement, story: structured.Thing, region: etree._Element) -> str:
-    """trafilatura's main text; else the publisher's articleBody; else the article's own text."""
-    text = main_text(tree)
-    if text:
-        return as_markup(text)
-    return structured.text(story.get("articleBody")) or as_markup(text_of(region)[:MAX_TEXT])
+    """The story's text on the page (maintext.py); else the publisher's articleBody."""
+    return as_markup(main_text(tree, region)) or structured.text(story.get("articleBody"))
 
 
 def _the_article(things: list[structured.Thing], page_url: str) -> structured.Thing:
@@ -89,8 +85,26 @@ def _article_region(tree: lxml.html.HtmlElement) -> etree._Element:
         found = xpath_elements(tree, path)
         if found:
             return max(found, key=lambda e: len(text_of(e)))
+    around = _around_headline(tree)
+    if around is not None:
+        return around
     body: etree._Element | None = tree.find("body")
     return body if body is not None else tree
+
+
+def _around_headline(tree: lxml.html.HtmlElement) -> etree._Element | None:
+    """Without <article> or <main>: the smallest element around the <h1> that holds more than
+    the headline (its byline and paragraphs), not the whole page with its header and footer."""
+    heading = tree.find(".//h1")
+    if heading is None:
+        return None
+    headline = len(text_of(heading))
+    for element in ancestors(heading):
+        if tag_of(element) in ("body", "html"):
+            return None
+        if len(text_of(element)) >= headline + 100:
+            return element
+    return None
 
 
 def _title(tree: lxml.html.HtmlElement, region: etree._Element) -> str:
@@ -215,17 +229,3 @@ def _in_chrome(element: etree._Element, region: etree._Element) -> bool:
         if tag_of(parent) in _CHROME:
             return True
     return False
-
-
-def main_text(tree: lxml.html.HtmlElement) -> str:
-    """The article's main text, by trafilatura (on a copy: it prunes the tree it is given)."""
-    import trafilatura  # ~100 ms to import: only processes that read article pages pay it
-
-    try:
-        text = trafilatura.extract(
-            deepcopy(tree), fast=True, include_comments=False, include_tables=False, with_metadata=False
-        )
-    except Exception as e:  # trafilatura's own failure on one odd page must not cost the item
-        log.warning("main text extraction failed: %s", e.__class__.__name__)
-        text = None
-    return (text or "")[:MAX_TEXT]

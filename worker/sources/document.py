@@ -1,12 +1,12 @@
 """HTML bytes we fetched -> an lxml tree, safely, and the small questions every HTML reader asks
 of it (text of an element, where it sits, what the page says in its <meta> tags).
 
-Safety (issue 20, point 1): lxml, trafilatura, htmldate and extruct all have entry points that
-take a string as a file name or URL (`lxml.html.parse`, trafilatura's and htmldate's loaders
-fetch a string that looks like a URL). Here bytes are decoded by w3lib (HTTP charset, BOM,
-<meta>, then detection: windows-1252 for pages that say ISO-8859-1, as browsers do) and parsed
-from memory with `lxml.html.document_fromstring` and a parser that has no network; every other
-library gets the resulting tree, never a string.
+Safety (issue 20, point 1): lxml, extruct and justext (and trafilatura and htmldate, which we
+do not use) have entry points that take a string as a file name or URL (`lxml.html.parse`;
+trafilatura's and htmldate's loaders fetch a string that looks like a URL). Here bytes are
+decoded by w3lib (HTTP charset, BOM, <meta>, then detection: windows-1252 for pages that say
+ISO-8859-1, as browsers do) and parsed from memory with `lxml.html.document_fromstring` and a
+parser that has no network; every other library gets the resulting tree, never a string.
 """
 
 from __future__ import annotations

@@ -19,34 +19,13 @@ import lxml.html
 from lxml import etree
 
 from worker.core.links import canonical_link
+from worker.sources.chrome import class_words, is_chrome, is_side, side_boxes
 from worker.sources.document import ancestors, tag_of, text_of
 
 MAX_TEASERS = 500  # items read from one page; more is a sitemap or an archive, not a listing
 
 _HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 _HEADLINE_WORDS = frozenset({"headline", "title", "titel", "heading", "ueberschrift", "schlagzeile"})
-_NEVER_INSIDE = frozenset({"nav", "footer", "form", "button", "select", "dialog", "menu"})
-_ROLES_NEVER = frozenset({"navigation", "banner", "contentinfo", "search", "menu", "menubar", "dialog"})
-_SIDE_ROLES = frozenset({"complementary"})
-# Class and id words that mark navigation, chrome and advertising on sites of every make.
-_CHROME_WORDS = frozenset(
-    {
-        "nav", "navbar", "navigation", "menu", "menubar", "footer", "breadcrumb", "breadcrumbs",
-        "pagination", "pager", "paging", "cookie", "cookies", "consent", "login", "signin", "account",
-        "social", "share", "sharing", "newsletter", "ad", "ads", "advert", "advertisement", "anzeige",
-        "werbung", "sponsored", "sponsor", "promo", "commercial", "outbrain", "taboola", "plista",
-        "paywall", "skiplink", "skip",
-    }
-)  # fmt: skip
-_SIDE_WORDS = frozenset({"sidebar", "aside", "meistgelesen", "mostread", "popular", "trending", "rail"})
-# Headings of boxes beside the listing: their links are other pages' stories, often old ones.
-_SIDE_HEADING = re.compile(
-    r"^(meistgelesen|meist gelesen|meistgeklickt|beliebt\w*|top[- ]?(artikel|themen|news|stories)|"
-    r"most (read|popular)|popular|trending|auch interessant|das könnte sie (auch )?interessieren|"
-    r"empfehlungen|empfohlen\w*|weitere (nachrichten|artikel|themen)|mehr zum thema|verwandte artikel|"
-    r"related|lesen sie auch|auch lesenswert)\b",
-    re.IGNORECASE,
-)
 # Label of a paid teaser, required by German law as a word of its own ("Anzeige").
 _AD_LABELS = frozenset({"anzeige", "werbung", "sponsored", "advertorial", "gesponsert", "promotion"})
 # Path segments of pages that are not one story.
@@ -122,14 +101,14 @@ def _group_links(tree: lxml.html.HtmlElement, page_url: str) -> dict[str, _Group
     """Same-site story links outside navigation and chrome, grouped by canonical link."""
     page = canonical_link(page_url)
     site = site_of(urlsplit(page_url).hostname or "")
-    side_boxes = _side_boxes(tree)
+    boxes = side_boxes(tree)
     groups: dict[str, _Group] = {}
     for anchor in tree.iter("a"):
         link = _story_link(anchor.get("href"), page_url, site)
         canonical = canonical_link(link)
         if link is None or canonical is None or canonical == page:
             continue
-        place = _place(anchor, side_boxes)
+        place = _place(anchor, boxes)
         if place == "never" or _rel_paid(anchor):
             continue
         group = groups.setdefault(canonical, _Group(link))
@@ -184,35 +163,15 @@ def _looks_like_a_story(path: str, query: str) -> bool:
     )
 
 
-def _classes(element: etree._Element) -> set[str]:
-    words = f"{element.get('class') or ''} {element.get('id') or ''}".lower()
-    return set(re.split(r"[\s_\-]+", words)) - {""}
-
-
-def _side_boxes(tree: lxml.html.HtmlElement) -> set[etree._Element]:
-    """Elements whose heading says they are a box beside the listing ("Meistgelesen")."""
-    boxes = set()
-    for heading in tree.iter("h2", "h3", "h4", "h5", "h6", "strong"):
-        parent = heading.getparent()
-        if parent is not None and _SIDE_HEADING.match(text_of(heading)):
-            boxes.add(parent)
-    return boxes
-
-
-def _place(anchor: etree._Element, side_boxes: set[etree._Element]) -> str:
+def _place(anchor: etree._Element, boxes: set[etree._Element]) -> str:
     """Where a link sits: "never" (navigation, chrome, ads), "aside" (a sidebar) or "main"."""
     chain = [anchor, *ancestors(anchor)]
     in_article = any(tag_of(e) == "article" for e in chain)
     place = "main"
     for element in chain:
-        tag = tag_of(element)
-        role = (element.get("role") or "").lower()
-        words = _classes(element)
-        if tag in _NEVER_INSIDE or role in _ROLES_NEVER or words & _CHROME_WORDS:
-            return "never"
-        if tag == "header" and not in_article:
-            return "never"  # the site's header; a teaser's own <header> is inside its <article>
-        if tag == "aside" or role in _SIDE_ROLES or words & _SIDE_WORDS or element in side_boxes:
+        if is_chrome(element) or (tag_of(element) == "header" and not in_article):
+            return "never"  # a site's header; a teaser's own <header> is inside its <article>
+        if is_side(element, boxes):
             place = "aside"
     return place
 
@@ -296,7 +255,7 @@ def _anchor_text(anchor: etree._Element) -> str:
     part that reads like one (a topline is shorter, a teaser text too long)."""
     parts = [e for e in anchor.iter() if e is not anchor and _is_text_block(e)]
     if len(parts) >= 2:
-        marked = [e for e in parts if _classes(e) & _HEADLINE_WORDS]
+        marked = [e for e in parts if class_words(e) & _HEADLINE_WORDS]
         for group in (marked, parts):
             texts = [t for t in map(text_of, group) if _headline_like(t, heading=False) and len(t) <= 200]
             if texts:
