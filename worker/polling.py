@@ -15,10 +15,10 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from worker import metrics
+from worker import articles, metrics
 from worker.adapters.http_fetch import FetchLimits, FetchResult, RetryLaterError, fetch, request_url
 from worker.adapters.queues import enqueue_item_batches
 from worker.adapters.store import Candidate, StaleStateError
@@ -36,7 +36,8 @@ from worker.core.poll import (
     rebaseline,
 )
 from worker.core.units import format_duration
-from worker.monitoring import report_feed_error
+from worker.monitoring import report_feed_error, report_layout_change
+from worker.pages import source_request
 from worker.runtime import Runtime
 from worker.sources import Page, ParsedItems, read_items
 
@@ -163,11 +164,19 @@ def _enqueue_new(
             "in the feed now are recorded, not alerted", feed.name, len(items),
         )  # fmt: skip
     found = rt.seen_store.lookup([Candidate(item) for item in items])
-    fresh = [c.item for c in found.fresh]
+    # articles: true — new items' own pages, read before queuing (worker/articles.py)
+    batch = articles.complete(rt, feed, [c.item for c in found.fresh], _host_slots, baseline)
+    fresh = batch.items
     enqueue_item_batches(rt.items_queue, feed.name, fresh, rt.settings.polling.batch_size, baseline)
+    articles.queued(rt, feed, batch)
     churn = guid_churn(found.guid_churn, len(items))
     now, interval = rt.clock(), rt.settings.feed_interval(feed)
-    rt.feed_states.write(feed.name, after_success(plan, fetched, now, interval, next_poll, churn))
+    fetched = replace(
+        fetched, complete=batch.complete, items_found=parsed.found, problem=batch.problem or parsed.warning
+    )
+    update = after_success(plan, fetched, now, interval, next_poll, churn)
+    rt.feed_states.write(feed.name, update)
+    report_layout_change(feed.name, plan.state, update)
     rt.polled_feeds.add(feed.name)
     log.info("feed=%s polled: %d items, %d new to process", feed.name, len(items), len(fresh))
     return PollOutcome(feed.name, "new", len(items), len(fresh))
@@ -181,8 +190,11 @@ def _fetch_and_read(
     polling = rt.settings.polling
     limits = FetchLimits(polling.timeout.total_seconds(), polling.max_bytes, polling.max_redirects)
     state = plan.state
+    articles.page_fetcher(rt, feed, _host_slots).obey_robots(plan.url)  # html sources (SPEC §8)
     with _host_slots[request_url(plan.url).host], metrics.FETCH_SECONDS.labels(feed.name).time():
-        result = fetch(rt.http, plan.url, limits, rt.clock(), state.etag, state.last_modified)
+        result = fetch(
+            rt.http, plan.url, limits, rt.clock(), state.etag, state.last_modified, **source_request(feed)
+        )
     metrics.BYTES.labels(feed.name).inc(len(result.body))
     if result.not_modified:
         metrics.NOT_MODIFIED.labels(feed.name).inc()

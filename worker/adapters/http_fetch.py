@@ -5,6 +5,7 @@ FetchError whose message a person understands."""
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -23,6 +24,11 @@ ACCEPT = (
     b"application/rss+xml, application/atom+xml, application/rdf+xml, "
     b"application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
 )
+# What `html` and `json` sources and article pages ask for (SPEC §8).
+ACCEPT_HTML = b"text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
+ACCEPT_JSON = b"application/json, */*;q=0.5"
+# A redirect policy: given the next URL, why not to follow it (None: follow).
+RedirectCheck = Callable[[str], str | None]
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,14 @@ class FetchLimits:
     timeout: float  # seconds, for the whole fetch, redirects included
     max_bytes: int
     max_redirects: int
+
+
+class HttpStatusError(FetchError):
+    """The server answered with an error status (4xx/5xx other than 410, 429 and 503)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
 
 
 class RetryLaterError(FetchError):
@@ -108,13 +122,14 @@ def fetch(
     now: datetime,
     etag: str | None = None,
     last_modified: str | None = None,
+    *,
+    accept: bytes = ACCEPT,
+    extra_headers: Mapping[str, str] | None = None,
+    redirect_check: RedirectCheck | None = None,
 ) -> FetchResult:
-    """GET a document (conditionally, with validators); `now` reads Retry-After and Expires."""
-    headers = [(b"User-Agent", USER_AGENT), (b"Accept", ACCEPT), (b"Accept-Encoding", b"gzip, deflate")]
-    if etag:
-        headers.append((b"If-None-Match", etag.encode("latin-1", "replace")))
-    if last_modified:
-        headers.append((b"If-Modified-Since", last_modified.encode("latin-1", "replace")))
+    """GET a document (conditionally, with validators); `now` reads Retry-After and Expires.
+    `extra_headers` are the source's own (an API key); `redirect_check` may refuse a hop."""
+    headers = _request_headers(accept, extra_headers, etag, last_modified)
     extensions = timeouts(limits.timeout)
     hops: list[int] = []  # the redirects followed, by status
     current = url
@@ -130,6 +145,9 @@ def fetch(
                             raise FetchError("too many redirects")
                         hops.append(response.status)
                         current = str(httpx.URL(current).join(location))
+                        refused = redirect_check(current) if redirect_check else None
+                        if refused:
+                            raise FetchError(refused)
                         continue
                     _check_status(response.status, fields, now)
                     # Reading the (empty) 304 body ends the message, so the connection goes back
@@ -159,6 +177,20 @@ def fetch(
     )
 
 
+def _request_headers(
+    accept: bytes, extra: Mapping[str, str] | None, etag: str | None, last_modified: str | None
+) -> list[tuple[bytes, bytes]]:
+    headers = [(b"User-Agent", USER_AGENT), (b"Accept", accept), (b"Accept-Encoding", b"gzip, deflate")]
+    for name, value in (extra or {}).items():
+        if value:
+            headers.append((name.encode("latin-1", "replace"), value.encode("latin-1", "replace")))
+    if etag:
+        headers.append((b"If-None-Match", etag.encode("latin-1", "replace")))
+    if last_modified:
+        headers.append((b"If-Modified-Since", last_modified.encode("latin-1", "replace")))
+    return headers
+
+
 def _check_status(status: int, headers: dict[str, str], now: datetime) -> None:
     if status == 410:
         raise FeedGoneError("HTTP 410 Gone: feed disabled")
@@ -166,7 +198,7 @@ def _check_status(status: int, headers: dict[str, str], now: datetime) -> None:
         retry_after = retry_after_seconds(headers.get("retry-after"), now)
         raise RetryLaterError(f"HTTP {status}", retry_after)
     if status >= 400:
-        raise FetchError(f"HTTP {status}")
+        raise HttpStatusError(status)
     if 300 <= status < 400 and status != 304:
         raise FetchError(f"HTTP {status} without a usable Location")
 

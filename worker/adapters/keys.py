@@ -96,3 +96,17 @@ def heartbeat(role: str) -> str:
 ALERT_LOG = f"{PREFIX}:alerts"
 ALERT_LOG_MAX = 10_000
 ALERT_LOG_TTL = 30 * 24 * 3600  # seconds
+
+
+def robots(origin: str) -> str:
+    """A host's robots.txt as we last fetched it ("scheme://host:port"). TTL: a day when it was
+    read (SPEC §8: "cached for a day"), minutes when the host could not say, so a passing
+    outage does not block or allow a host for a whole day. Shared by every scheduler process."""
+    return f"{PREFIX}:robots:{origin}"
+
+
+def article(item_id: str) -> str:
+    """An article page's progress for one new item: "queued" once its item is on the queue (TTL:
+    an hour, ample for a worker to mark it seen; until then later polls do not fetch the page
+    again), or the number of failed tries of a page that did not answer (TTL: a day)."""
+    return f"{PREFIX}:article:{item_id}"

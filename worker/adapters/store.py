@@ -236,6 +236,7 @@ def state_from_fields(data: dict[str, str], remembered: bool = False) -> FeedSta
         gone_url=data.get("gone_url") or None,
         warning=data.get("warning") or None,
         config=data.get("config") or None,
+        items_found=_count(data.get("items_found")) if data.get("items_found") else None,
         revision=data.get(_REVISION, ""),
         remembered=remembered,
     )

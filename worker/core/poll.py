@@ -17,6 +17,7 @@ from typing import Any, Literal
 from worker.core.timing import wait_after_error, wait_after_success
 
 GUID_CHURN_WARNING = "GUIDs change on every poll; items are matched by their links"
+LAYOUT_WARNING = "no items found on the page: has its layout changed?"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class FeedState:
     gone_url: str | None = None  # the URL that answered 410 Gone (disabled until the config changes)
     warning: str | None = None  # something odd but not an error (e.g. GUID churn)
     config: str | None = None  # fingerprint of the feed's config entry at the last write
+    items_found: int | None = None  # items the last changed page yielded (html and json sources)
     # A new random token with every write (see the state store); "" before the first.
     revision: str = field(default="", compare=False)
     # From the process's memory of its last read or write, not read from the store just now.
@@ -76,6 +78,7 @@ class StateUpdate:
     gone_url: str | None = KEEP
     warning: str | None = KEEP
     config: str | None = KEEP
+    items_found: int | None = KEEP
 
     def values(self) -> dict[str, Any]:
         """The fields this update sets, by name."""
@@ -147,6 +150,11 @@ class Fetched:
     etag: str | None = None
     last_modified: str | None = None
     body_hash: str | None = None
+    # False when some of the page's new items wait for a later poll (`max_articles`): then its
+    # validators are not stored, or the next poll would skip the unchanged page and lose them.
+    complete: bool = True
+    items_found: int | None = None  # items the page yielded, for sources whose layout may change
+    problem: str | None = None  # something a person should see (e.g. article pages that failed)
 
 
 def after_success(
@@ -172,15 +180,32 @@ def after_success(
     if fetched.permanent_redirect and fetched.permanent_redirect != plan.url:
         update = update.then(StateUpdate(url=fetched.permanent_redirect, moved_from=plan.configured))
     if fetched.changed:
+        complete = fetched.complete
         update = update.then(
             StateUpdate(
-                etag=fetched.etag,
-                last_modified=fetched.last_modified,
-                body_hash=fetched.body_hash,
-                warning=GUID_CHURN_WARNING if churn else None,
+                etag=fetched.etag if complete else None,
+                last_modified=fetched.last_modified if complete else None,
+                body_hash=fetched.body_hash if complete else None,
+                warning=_warning(plan.state, fetched, churn),
+                items_found=fetched.items_found,
             )
         )
     return plan.start.then(update)
+
+
+def _warning(state: FeedState, fetched: Fetched, churn: bool) -> str | None:
+    """What status shows beside a successful poll, the most telling first. A page that yielded
+    items and now yields none keeps its warning for the whole episode, until items come back."""
+    if fetched.items_found == 0 and (state.items_found or state.warning == LAYOUT_WARNING):
+        return LAYOUT_WARNING
+    if fetched.problem:
+        return fetched.problem
+    return GUID_CHURN_WARNING if churn else None
+
+
+def layout_change_began(before: FeedState, update: StateUpdate) -> bool:
+    """This poll starts a layout-change episode: log and report it now, once."""
+    return update.warning == LAYOUT_WARNING and before.warning != LAYOUT_WARNING
 
 
 @dataclass(frozen=True)
