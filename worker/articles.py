@@ -24,7 +24,7 @@ from worker.config import FeedConfig
 from worker.core.errors import FeedParseError, FetchError
 from worker.core.items import merge_article
 from worker.core.models import Item
-from worker.pages import HostSlots, PageFetcher, is_transient
+from worker.pages import PageFetcher, is_transient
 from worker.runtime import Runtime
 from worker.sources.article import read_article
 from worker.sources.base import Page
@@ -42,16 +42,14 @@ class ArticleBatch:
     problem: str | None = None  # article pages that could not be read, in words, for status
 
 
-def page_fetcher(rt: Runtime, feed: FeedConfig, slots: HostSlots, in_redis: bool = True) -> PageFetcher:
+def page_fetcher(rt: Runtime, feed: FeedConfig, in_redis: bool = True) -> PageFetcher:
     """The polite fetcher for a feed's pages; robots.txt cached in Redis, or (for preview and
     discover, which write nothing) in this process."""
     storage: RobotsStorage = RedisRobotsStorage(rt.redis) if in_redis else MemoryRobotsStorage(rt.clock)
-    return PageFetcher(rt.http, rt.settings, feed, slots, storage, rt.clock)
+    return PageFetcher(rt.http, rt.settings, feed, storage, rt.clock)
 
 
-def complete(
-    rt: Runtime, feed: FeedConfig, fresh: list[Item], slots: HostSlots, baseline: bool = False
-) -> ArticleBatch:
+def complete(rt: Runtime, feed: FeedConfig, fresh: list[Item], baseline: bool = False) -> ArticleBatch:
     """The new items of a poll, with their pages read: what to queue now, and whether that is all."""
     if not feed.articles or not fresh or baseline:  # a baseline alerts nothing: its pages can wait
         return ArticleBatch(fresh)
@@ -60,7 +58,7 @@ def complete(
     todo = newest_first([item for item in fresh if known.get(item.id) != QUEUED])
     now_items, later = todo[: feed.max_articles], todo[feed.max_articles :]
     tries = {item.id: int(known[item.id]) for item in now_items if known.get(item.id, "").isdigit()}
-    pages = page_fetcher(rt, feed, slots)
+    pages = page_fetcher(rt, feed)
     ready, held, failed = read_pages(rt, feed, pages, now_items, tries)
     if held:
         marks.failed(held)

@@ -94,8 +94,8 @@ class RedisSettings(_Model):
     @field_validator("url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
+            raise ValueError("must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
         return value
 
 
@@ -131,6 +131,16 @@ class PollingSettings(_Model):
     max_redirects: int = Field(default=5, ge=0, le=30)
     allow_private_addresses: bool = False
     batch_size: int = Field(default=50, ge=1, le=1000)
+    concurrency: int = Field(default=100, ge=1, le=10_000)  # polls in flight per scheduler process
+    per_host: int = Field(default=2, ge=1, le=10_000)  # polls in flight against one host
+    lease: Duration = timedelta(seconds=30)  # a dead scheduler's feeds are taken over after this
+
+    @field_validator("lease")
+    @classmethod
+    def _lease_outlives_heartbeats(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=15):
+            raise ValueError("must be at least 15s (leases are renewed every 5s)")
+        return value
 
 
 class DedupeSettings(_Model):

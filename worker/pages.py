@@ -6,31 +6,28 @@ said yes (unless the feed says `robots: ignore`), with the source's own headers.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import httpcore
-
 from worker.adapters import robots
+from worker.adapters.hosts import HOSTS
 from worker.adapters.http_fetch import (
     ACCEPT,
     ACCEPT_HTML,
     ACCEPT_JSON,
     FetchLimits,
     FetchResult,
+    HostPools,
     HttpStatusError,
     RedirectCheck,
     RetryLaterError,
     fetch,
+    host_key,
     request_url,
 )
 from worker.config import FeedConfig, Settings
 from worker.core.errors import FetchError
-
-# The scheduler's per-host semaphores, by host (worker.polling owns them).
-HostSlots = Mapping[bytes, threading.BoundedSemaphore]
 
 
 class PageFetcher:
@@ -38,16 +35,15 @@ class PageFetcher:
 
     def __init__(
         self,
-        http: httpcore.ConnectionPool,
+        http: HostPools,
         settings: Settings,
         feed: FeedConfig,
-        slots: HostSlots,
         robots_storage: robots.RobotsStorage,
         clock: Callable[[], datetime],
     ) -> None:
         polling = settings.polling
         self.limits = FetchLimits(polling.timeout.total_seconds(), polling.max_bytes, polling.max_redirects)
-        self.http, self.feed, self.slots = http, feed, slots
+        self.http, self.feed, self.per_host = http, feed, polling.per_host
         self.robots_storage, self.clock = robots_storage, clock
 
     def obey_robots(self, url: str, article: bool = False) -> None:
@@ -58,13 +54,13 @@ class PageFetcher:
 
     def _robots_txt(self, url: str) -> FetchResult:
         limits = FetchLimits(self.limits.timeout, robots.MAX_ROBOTS_BYTES, self.limits.max_redirects)
-        with self.slots[request_url(url).host]:
+        with HOSTS.slot(host_key(url), self.per_host):
             return fetch(self.http, url, limits, self.clock(), accept=b"text/plain, */*;q=0.5")
 
     def article(self, url: str) -> FetchResult:
         """An article page: robots, then the page, never following a redirect off the site."""
         self.obey_robots(url, article=True)
-        with self.slots[request_url(url).host]:
+        with HOSTS.slot(host_key(url), self.per_host):
             return fetch(
                 self.http,
                 url,

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -36,10 +34,6 @@ _SHOWN = 20  # items listed by discover
 
 def _runtime(config: Config) -> Runtime:
     return Runtime(config, redis=None)  # type: ignore[arg-type]  # nothing here touches Redis
-
-
-def _slots() -> defaultdict[bytes, threading.BoundedSemaphore]:
-    return defaultdict(lambda: threading.BoundedSemaphore(2))
 
 
 def _limits(config: Config) -> FetchLimits:
@@ -76,7 +70,7 @@ def preview(config: Config, name: str | None, url: str | None, kind: SourceType 
         print("newswatch: --url must be an http:// or https:// URL", file=sys.stderr)
         return EXIT_USAGE
     rt = _runtime(config)
-    pages = articles.page_fetcher(rt, source, _slots(), in_redis=False)
+    pages = articles.page_fetcher(rt, source, in_redis=False)
     try:
         page = _get(rt, source, pages)
         if kind is None and name is None:
@@ -190,7 +184,7 @@ def discover(config: Config, url: str, as_json: bool) -> int:
     except ValidationError:
         print("newswatch: discover takes an http:// or https:// URL", file=sys.stderr)
         return EXIT_USAGE
-    pages = articles.page_fetcher(rt, source, _slots(), in_redis=False)
+    pages = articles.page_fetcher(rt, source, in_redis=False)
     try:
         page = _get(rt, source.model_copy(update={"type": "feed"}), pages)
     except FetchError as e:

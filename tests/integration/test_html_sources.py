@@ -22,8 +22,7 @@ from worker.adapters import keys
 from worker.adapters.http_fetch import client
 from worker.commands import status_data
 from worker.core.poll import LAYOUT_WARNING
-from worker.pages import HostSlots
-from worker.polling import _host_slots, poll_feed
+from worker.polling import poll_feed
 from worker.runtime import Runtime
 
 EVERYTHING = "NOT zzzqqqxxx"  # an alert that fires for every item: shows exactly what was queued
@@ -308,15 +307,14 @@ def test_article_fetches_are_guarded_and_stay_on_the_site(
     rt = make_runtime(tmp_path, redis_url, body)
     feed = rt.settings.feed("eulerpool")
     items = [i for i in _listing_items(rt, site)]
-    slots: HostSlots = _host_slots
-    pages = articles.page_fetcher(rt, feed, slots)
+    pages = articles.page_fetcher(rt, feed)
     ready, held, failed = articles.read_pages(rt, feed, pages, items[:2], {})
     assert [r for _, r in failed] == ["article page redirected off the site, to localhost: not followed"]
     assert len(ready) == 2 and not held
     guarded = Runtime(rt.config, rt.redis)
     guarded.http = client(allow_private=False)  # type: ignore[misc]
     unguarded_robots = feed.model_copy(update={"robots": "ignore"})  # robots.txt would be refused too
-    pages = articles.page_fetcher(guarded, unguarded_robots, slots, in_redis=False)
+    pages = articles.page_fetcher(guarded, unguarded_robots, in_redis=False)
     ready, held, failed = articles.read_pages(guarded, unguarded_robots, pages, items[:1], {})
     assert len(ready) == 1 and failed[0][1].startswith("refused: 127.0.0.1 resolves to a loopback address")
 

@@ -70,11 +70,10 @@ def test_a_state_from_before_fingerprints_is_not_reset_but_a_new_url_re_enables_
 def test_success_clears_errors_and_stores_validators_of_a_changed_body() -> None:
     plan = plan_poll(FeedState(error="x", error_count=2, config="c"), URL, "c", NOW, True)
     fetched = Fetched(changed=True, etag='"v2"', last_modified="lm", body_hash="h", fresh_for=3600)
-    written = after_success(plan, fetched, NOW, FIVE, next_poll=NOW + FIVE, churn=True).values()
+    written = after_success(plan, fetched, NOW, FIVE, churn=True).values()
     assert written["error"] is None and written["error_count"] == 0
     assert written["etag"] == '"v2"' and written["body_hash"] == "h"
     assert written["not_before"] == NOW + timedelta(hours=1)  # the cache lifetime beyond the interval
-    assert written["next_poll"] == NOW + FIVE
     assert written["warning"] == GUID_CHURN_WARNING
     unchanged = after_success(plan, Fetched(changed=False, etag="ignored"), NOW, FIVE).values()
     assert "etag" not in unchanged and "warning" not in unchanged and unchanged["not_before"] is None

@@ -89,6 +89,15 @@ def heartbeat(role: str) -> str:
     return f"{PREFIX}:hb:{role}"
 
 
+# The shared poll schedule of every scheduler process (see adapters.schedule). No TTL: it is
+# the feeds' timetable for as long as they are configured; a scheduler's start removes feeds
+# that left the config.
+SCHEDULE = f"{PREFIX}:schedule"  # sorted set: feed -> when it is due (epoch seconds)
+LEASES = f"{PREFIX}:lease"  # hash: feed -> the token of the scheduler polling it right now
+# Scheduler processes, for `status` and `health`: id -> JSON about it, and id -> last heartbeat.
+# No TTL on the keys; entries whose heartbeat is older than a few leases are pruned when read.
+SCHEDULERS = f"{PREFIX}:schedulers"
+SCHEDULER_BEATS = f"{PREFIX}:schedulers:beat"
 # The recent-alerts record behind `newswatch alerts`: a stream, one entry per (alert, item)
 # that fired, with its deliveries' ids. Bounded twice: at most ALERT_LOG_MAX entries (trimmed on
 # every write), and the key expires ALERT_LOG_TTL after the last write; the deliveries' own state

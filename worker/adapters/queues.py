@@ -20,7 +20,10 @@ ITEMS_FAILURE_CALLBACK = "worker.jobs.on_items_failure"
 ITEM_RETRIES = 5
 ITEM_JOB_TIMEOUT = 45  # seconds: a batch takes milliseconds, plus up to INLINE_BUDGET of first tries
 JOB_TIMEOUT = 300  # the queues' default, for anything else
-RESULT_TTL = 600  # finished jobs stay visible in rq-dashboard for a while, then go
+RESULT_TTL = 600  # finished delivery jobs stay visible in rq-dashboard for a while, then go
+# A finished item batch is deleted at once: its items are in the seen-store and its alerts in
+# delivery jobs; keeping ~6 KB per batch for minutes would only cost Redis memory at scale.
+ITEM_RESULT_TTL = 0
 FAILURE_TTL = int(timedelta(days=30).total_seconds())  # failed deliveries wait for replay-failed
 
 
@@ -63,14 +66,15 @@ def queue(connection: redis.Redis, name: str) -> Queue:
 
 def enqueue_item_batches(
     items_queue: Queue, feed: str, items: Sequence[Item], batch_size: int, baseline: bool = False
-) -> int:
-    """Push items in batches (one job per batch keeps queue overhead per item small). Returns jobs.
-    Batches carry retries: a batch whose worker died is re-run (the commit makes that safe)."""
+) -> list[str]:
+    """Push items in batches (one job per batch keeps queue overhead per item small). Returns the
+    jobs' ids. Batches carry retries: a batch whose worker died is re-run (the commit makes that
+    safe)."""
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     if not batches:
-        return 0
+        return []
     with items_queue.connection.pipeline() as pipe:
-        items_queue.enqueue_many(
+        jobs = items_queue.enqueue_many(
             [
                 Queue.prepare_data(
                     ITEM_JOB,
@@ -78,7 +82,7 @@ def enqueue_item_batches(
                     retry=Retry(max=ITEM_RETRIES),
                     timeout=ITEM_JOB_TIMEOUT,
                     on_failure=Callback(ITEMS_FAILURE_CALLBACK),
-                    result_ttl=RESULT_TTL,
+                    result_ttl=ITEM_RESULT_TTL,
                     failure_ttl=FAILURE_TTL,
                     description=f"process {len(batch)} items of feed {feed}",
                 )
@@ -87,7 +91,7 @@ def enqueue_item_batches(
             pipeline=pipe,
         )
         pipe.execute()
-    return len(batches)
+    return [job.id for job in jobs]
 
 
 @dataclass(frozen=True)

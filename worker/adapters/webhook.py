@@ -12,6 +12,7 @@ import httpx
 from worker.adapters.http_fetch import (
     TRANSPORT_ERRORS,
     USER_AGENT,
+    HostPools,
     request_url,
     response_headers,
     timeouts,
@@ -31,7 +32,7 @@ class SendOutcome:
 
 
 def send_webhook(
-    http: httpcore.ConnectionPool,
+    http: HostPools,
     url: str,
     secret: str | None,
     delivery: Delivery,

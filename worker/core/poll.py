@@ -30,7 +30,6 @@ class FeedState:
     body_hash: str | None = None
     last_poll: datetime | None = None
     last_success: datetime | None = None
-    next_poll: datetime | None = None
     error: str | None = None
     error_count: int = 0
     items_seen: int = 0
@@ -41,6 +40,8 @@ class FeedState:
     gone_url: str | None = None  # the URL that answered 410 Gone (disabled until the config changes)
     warning: str | None = None  # something odd but not an error (e.g. GUID churn)
     config: str | None = None  # fingerprint of the feed's config entry at the last write
+    lateness: float | None = None  # seconds the last poll started after its time (scheduler polls)
+    polled_by: str | None = None  # the scheduler process that made the last poll
     items_found: int | None = None  # items the last changed page yielded (html and json sources)
     # A new random token with every write (see the state store); "" before the first.
     revision: str = field(default="", compare=False)
@@ -69,7 +70,6 @@ class StateUpdate:
     body_hash: str | None = KEEP
     last_poll: datetime | None = KEEP
     last_success: datetime | None = KEEP
-    next_poll: datetime | None = KEEP
     error: str | None = KEEP
     error_count: int = KEEP
     disabled: bool = KEEP
@@ -78,6 +78,8 @@ class StateUpdate:
     gone_url: str | None = KEEP
     warning: str | None = KEEP
     config: str | None = KEEP
+    lateness: float | None = KEEP
+    polled_by: str | None = KEEP
     items_found: int | None = KEEP
 
     def values(self) -> dict[str, Any]:
@@ -162,7 +164,6 @@ def after_success(
     fetched: Fetched,
     now: datetime,
     interval: timedelta,
-    next_poll: datetime | None = None,
     churn: bool = False,
 ) -> StateUpdate:
     """The state a successful poll leaves: no error, a cache lifetime longer than the interval
@@ -175,8 +176,6 @@ def after_success(
         error_count=0,
         not_before=now + wait if wait > interval else None,
     )
-    if next_poll is not None:
-        update = update.then(StateUpdate(next_poll=next_poll))
     if fetched.permanent_redirect and fetched.permanent_redirect != plan.url:
         update = update.then(StateUpdate(url=fetched.permanent_redirect, moved_from=plan.configured))
     if fetched.changed:
@@ -221,7 +220,6 @@ def after_failure(
     now: datetime,
     interval: timedelta,
     unit_random: float,
-    next_poll: datetime | None = None,
 ) -> tuple[StateUpdate, timedelta]:
     """The state a failed poll leaves (one more error in a row, a backoff) and the backoff."""
     count = plan.state.error_count + 1
@@ -229,8 +227,6 @@ def after_failure(
     update = StateUpdate(error=failure.message, error_count=count, last_poll=now, not_before=now + wait)
     if failure.gone:
         update = update.then(StateUpdate(disabled=True, gone_url=plan.configured))
-    if next_poll is not None:
-        update = update.then(StateUpdate(next_poll=next_poll))
     return plan.start.then(update), wait
 
 
