@@ -23,13 +23,14 @@ from worker.adapters.schedule import Schedule, SchedulerRegistry
 from worker.config import DEFAULT_CHANNEL, Config, FeedConfig
 from worker.core.errors import DeliveryError
 from worker.core.models import AlertMatch, Item, utc_iso
+from worker.core.poll import REPAIR_SHOWN, FeedState
 from worker.core.render import deliveries_for
 from worker.core.rules import Classified
 from worker.core.schedule import LATE
 from worker.core.text import printable
 from worker.core.units import format_duration
 from worker.logs import rq_level
-from worker.polling import poll_feed, poll_threads
+from worker.polling import PollOutcome, poll_feed, poll_threads
 from worker.runtime import Runtime, connect
 from worker.tables import print_table
 
@@ -115,7 +116,7 @@ def poll_feeds(rt: Runtime, feeds: Sequence[FeedConfig]) -> int:
     polling = rt.settings.polling
     with ThreadPoolExecutor(max_workers=poll_threads(feeds, polling.concurrency, polling.per_host)) as pool:
         started, cpu_started = time.perf_counter(), time.process_time()
-        outcomes = pool.map(lambda feed: poll_feed(rt, feed, force=True), feeds)
+        outcomes = pool.map(lambda feed: _poll_one(rt, feed), feeds)
         for outcome in with_progress(
             list(outcomes) if sys.stderr.isatty() else outcomes, "polling", len(feeds)
         ):
@@ -136,6 +137,15 @@ def poll_feeds(rt: Runtime, feeds: Sequence[FeedConfig]) -> int:
     return EXIT_FAILURE if failed else EXIT_OK
 
 
+def _poll_one(rt: Runtime, feed: FeedConfig) -> PollOutcome:
+    """One feed's poll; Redis refusing a command (garbage the poll did not expect) is that
+    feed's error, not the end of every other feed's poll."""
+    try:
+        return poll_feed(rt, feed, force=True)
+    except redis.ResponseError as e:
+        return PollOutcome(feed.name, "error", error=f"Redis refused a command: {e}")
+
+
 def with_progress(items: Iterable[T], what: str, total: int) -> Iterator[T]:
     """Iterate, showing a progress bar on a terminal when there is enough to wait for."""
     if total < 5 or not sys.stderr.isatty():
@@ -152,7 +162,8 @@ def status_data(rt: Runtime) -> dict[str, Any]:
     scheduled = Schedule(rt.redis, "status").next_polls(names)
     feeds = []
     for feed in rt.settings.feeds:
-        state = rt.feed_states.get(feed.name)
+        state = rt.feed_states.get(feed.name, repair=False)  # status looks, the next poll repairs
+        error, warning = _problems(state, rt.clock())
         moved = state.url if state.url and state.moved_from == feed.url else None
         next_poll = max((t for t in (scheduled[feed.name], state.not_before) if t), default=None)
         feeds.append(
@@ -165,12 +176,12 @@ def status_data(rt: Runtime) -> dict[str, Any]:
                 "last_success": _iso(state.last_success),
                 "next_poll": None if state.disabled else _iso(next_poll),
                 "late": state.lateness,  # seconds the last scheduler poll started after its time
-                "error": _printable_or_none(state.error),
+                "error": _printable_or_none(error),
                 "error_count": state.error_count,
                 "items_seen": state.items_seen,
                 # Published before polling.max_age: recorded, never alerted (say so, not silence).
                 "too_old": state.too_old,
-                "warning": _printable_or_none(state.warning),
+                "warning": _printable_or_none(warning),
                 "polled_by": state.polled_by,
             }
         )
@@ -184,6 +195,20 @@ def status_data(rt: Runtime) -> dict[str, Any]:
         "failed_deliveries": history.failed_deliveries(rt, FAILED_SHOWN),
         "schedulers": _schedulers(rt, feeds),
     }
+
+
+def _problems(state: FeedState, now: datetime) -> tuple[str | None, str | None]:
+    """A feed's error and warning for `status`: its own, or garbage in its state in Redis (a
+    state of another type is an error, unreadable fields a warning), or for a while after a
+    poll replaced garbage, a note saying so."""
+    error, warning = state.error, state.warning
+    if state.garbage and not state.unreadable:
+        error = state.garbage
+    elif state.garbage:
+        warning = state.garbage
+    elif state.repaired and state.repaired_at and now - state.repaired_at < REPAIR_SHOWN:
+        warning = warning or f"{state.repaired} (at {utc_iso(state.repaired_at)})"
+    return error, warning
 
 
 def _schedulers(rt: Runtime, feeds: list[dict[str, Any]]) -> list[dict[str, Any]]:

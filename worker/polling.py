@@ -34,6 +34,7 @@ from worker.core.poll import (
     StateUpdate,
     after_failure,
     after_success,
+    garbage_repaired,
     guid_churn,
     plan_poll,
     rebaseline,
@@ -129,7 +130,8 @@ def _poll_from(
     a fetch whose result is thrown away), when that state is no longer the one in Redis."""
     now = rt.clock()
     plan = plan_poll(state, feed.url, feed.fingerprint, now, context.force)
-    plan = replace(plan, start=plan.start.then(context.extra))
+    # Garbage the read replaced (adapters.store) is noted beside the result, for `status`.
+    plan = replace(plan, start=plan.start.then(context.extra).then(garbage_repaired(state, now)))
     expect = state if conditional else None
     if plan.action == "fetch" and _baseline_pending(rt, feed):
         return PollOutcome(feed.name, "waiting", error=state.error)

@@ -19,7 +19,7 @@ import redis
 from redis.client import Pipeline
 from rq import Callback, Queue, Retry
 
-from worker.adapters import keys, rqcompat
+from worker.adapters import counters, garbage, keys, rqcompat
 from worker.adapters.queues import FAILURE_TTL, RESULT_TTL
 from worker.core.errors import ClaimHeldError
 from worker.core.models import Delivery, utc_iso
@@ -223,8 +223,8 @@ class Outbox:
         counter = keys.delivery_counter(delivery.alert, delivery.channel, "delivered")
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.set(keys.delivery_state(delivery.delivery_id), b"sent", ex=_seconds(self.remember_for))
-            pipe.hincrby(keys.METRICS_DELIVERIES, counter, 1)
-            pipe.execute()
+            counters.increment(pipe, keys.METRICS_DELIVERIES, counter, 1, replace_key=True)
+            garbage.report(pipe.execute())
 
 
 def _seconds(delta: timedelta) -> int:

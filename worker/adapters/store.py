@@ -10,15 +10,17 @@ between, so no alert is lost and none is enqueued twice.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import redis
 from redis.client import Pipeline
 
-from worker.adapters import keys
+from worker.adapters import counters, garbage, keys
 from worker.adapters.archive import Archive
 from worker.adapters.outbox import Outbox
 from worker.adapters.stories import NewReport, Placement, StoryIndex
@@ -32,6 +34,7 @@ from worker.core.render import with_story
 from worker.core.stories import Fingerprint, Placed, alone
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MAX_WATCH_RETRIES = 20
 
@@ -104,14 +107,26 @@ class SeenStore:
         and GUID churn (a known story under another GUID) is counted."""
         if not candidates:
             return Lookup([], 0)
-        values = self.redis.mget([c.key for c in candidates])
+        values: list[bytes | None] = self.redis.mget([c.key for c in candidates])  # type: ignore[assignment]
         fresh = [c for c, value in zip(candidates, values, strict=True) if value is None]
-        churn = sum(
-            1
-            for c, v in zip(candidates, values, strict=True)
-            if v is not None and guid_changed(int(v), c.tag)
-        )
+        tags = {c.key: (c.tag, _tag(v)) for c, v in zip(candidates, values, strict=True) if v is not None}
+        churn = sum(1 for tag, seen in tags.values() if seen is not None and guid_changed(seen, tag))
+        self._replace_garbage({key: tag for key, (tag, seen) in tags.items() if seen is None})
         return Lookup(fresh, churn)
+
+    def _replace_garbage(self, tags: dict[str, int]) -> None:
+        """Seen-keys whose value is not a tag: the item was seen (only a commit writes the key,
+        and the worker's commit reads any value as seen too), so its mark is rewritten with the
+        tag of what is seen now, its TTL kept. (A key of another type reads as unseen: MGET
+        cannot tell it from a missing key, and the commit's SET replaces it.)"""
+        if not tags:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key, tag in tags.items():
+                pipe.set(key, tag, xx=True, keepttl=True)
+            pipe.execute()
+        for key in tags:
+            garbage.found("seen", key, "held no seen-tag", "read as seen and rewritten")
 
     def commit_new(
         self, feed: str, candidates: Sequence[Candidate], outbox: Outbox, now: datetime
@@ -138,7 +153,7 @@ class SeenStore:
                     if new:
                         outbox.write(pipe, routing, now)
                         self._archive(pipe, new, decided, routing, outbox, now)
-                    pipe.execute()
+                    garbage.report(pipe.execute())
                     return Committed(new, routing.immediate if new else (), decided.placed)
                 except redis.WatchError:
                     log.debug("feed=%s seen-store contention, retrying batch", feed)
@@ -163,13 +178,13 @@ class SeenStore:
         for candidate in new:
             pipe.set(candidate.key, candidate.tag, ex=self.ttl)
         if new:
-            pipe.hincrby(keys.feed_state(feed), "items_seen", len(new))
+            counters.increment(pipe, keys.feed_state(feed), "items_seen", len(new), replace_key=False)
         if self.stories and decided.placement:
             self.stories.write(pipe, decided.reports, decided.placement)
         # Counted inside the transaction, so the metrics say exactly what was committed.
         for kind, number in (("new", len(new)), ("duplicate", batch - len(new))):
             if number:
-                pipe.hincrby(keys.METRICS_ITEMS, f"{feed}\x1f{kind}", number)
+                counters.increment(pipe, keys.METRICS_ITEMS, f"{feed}\x1f{kind}", number, replace_key=True)
 
     def _archive(
         self,
@@ -217,51 +232,89 @@ def _first_of_each_story(candidates: Sequence[Candidate], present: set[str]) -> 
 
 def state_from_fields(data: dict[str, str], remembered: bool = False) -> FeedState:
     """A FeedState from the strings of its hash. A field that does not read (written by hand, by
-    another version, or garbage) reads as unset rather than stopping the feed's polls."""
-    return FeedState(
+    another version, or garbage) reads as unset rather than stopping the feed's polls; the state
+    names it (`unreadable`, and `garbage`: the fields with what they held)."""
+    read = _Reader(data)
+    state = FeedState(
         url=data.get("url") or None,
         etag=data.get("etag") or None,
         last_modified=data.get("last_modified") or None,
         body_hash=data.get("body_hash") or None,
-        last_poll=_moment(data.get("last_poll")),
-        last_success=_moment(data.get("last_success")),
+        last_poll=read.moment("last_poll"),
+        last_success=read.moment("last_success"),
         error=data.get("error") or None,
-        error_count=_count(data.get("error_count")),
-        items_seen=_count(data.get("items_seen")),
-        too_old=_count(data.get(_TOO_OLD)),
-        disabled=data.get("disabled") == "1",
-        not_before=_moment(data.get("not_before")),
+        error_count=read.count("error_count") or 0,
+        items_seen=read.count("items_seen") or 0,
+        too_old=read.count(_TOO_OLD) or 0,
+        disabled=read.flag("disabled"),
+        not_before=read.moment("not_before"),
         moved_from=data.get("moved_from") or None,
         gone_url=data.get("gone_url") or None,
         warning=data.get("warning") or None,
         config=data.get("config") or None,
-        lateness=_seconds(data.get("lateness")),
+        lateness=read.seconds("lateness"),
         polled_by=data.get("polled_by") or None,
-        items_found=_count(data.get("items_found")) if data.get("items_found") else None,
+        items_found=read.count("items_found"),
+        repaired=data.get("repaired") or None,
+        repaired_at=read.moment("repaired_at"),
         revision=data.get(_REVISION, ""),
         remembered=remembered,
     )
+    if not read.unreadable:
+        return state
+    values = ", ".join(f"{name}={garbage.shown(data[name])}" for name in read.unreadable)
+    return replace(state, unreadable=tuple(read.unreadable), garbage=values)
 
 
-def _count(text: str | None) -> int:
-    try:
-        return max(0, int(text or 0))
-    except ValueError:
-        return 0
+class _Reader:
+    """Reads typed fields from a feed state's strings; an empty field is unset, a field that
+    does not read is unset too, and remembered in `unreadable`."""
+
+    def __init__(self, data: dict[str, str]) -> None:
+        self.data = data
+        self.unreadable: list[str] = []
+
+    def _parse(self, name: str, parse: Callable[[str], T]) -> T | None:
+        text = self.data.get(name)
+        if not text:
+            return None
+        try:
+            return parse(text)
+        except (ValueError, OverflowError):
+            self.unreadable.append(name)
+            return None
+
+    def count(self, name: str) -> int | None:
+        return self._parse(name, _count)
+
+    def seconds(self, name: str) -> float | None:
+        return self._parse(name, _seconds)
+
+    def moment(self, name: str) -> datetime | None:
+        return self._parse(name, parse_utc)
+
+    def flag(self, name: str) -> bool:
+        return bool(self._parse(name, _flag))
 
 
-def _seconds(text: str | None) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
-def _moment(text: str | None) -> datetime | None:
-    try:
-        return parse_utc(text)
-    except ValueError:
-        return None
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _flag(text: str) -> bool:
+    if text not in ("0", "1"):
+        raise ValueError(text)
+    return text == "1"
 
 
 _REVISION = "rev"
@@ -282,6 +335,16 @@ if ARGV[1] ~= '*' and ARGV[1] ~= revision then
 end
 redis.call('HSET', KEYS[1], 'rev', unpack(ARGV, 4))
 return {1, revision, ''}
+"""
+
+
+# ARGV: field, value pairs: each field that still holds that value is unset (HDEL), as a fresh
+# state has it. The revision stays: what the fields held read as unset before, too.
+_RESET_FIELDS = """
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then redis.call('HDEL', KEYS[1], ARGV[i]) end
+end
+return 1
 """
 
 
@@ -306,14 +369,51 @@ class FeedStateStore:
     def __init__(self, connection: redis.Redis) -> None:
         self.redis = connection
         self._write = connection.register_script(_WRITE_STATE)
+        self._reset_fields = connection.register_script(_RESET_FIELDS)
         self._known: dict[str, dict[str, str]] = {}
 
-    def get(self, feed: str) -> FeedState:
-        """The state in Redis now."""
-        raw = self.redis.hgetall(keys.feed_state(feed))
-        fields = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}  # type: ignore[union-attr]
+    def get(self, feed: str, repair: bool = True) -> FeedState:
+        """The state in Redis now. Garbage in it (a key of another type, fields that do not
+        read) reads as unset and, unless `repair` is False (`status` only looks), is replaced
+        at once: the state then says what was replaced (`garbage`)."""
+        key = keys.feed_state(feed)
+        try:
+            raw: dict[bytes, bytes] = self.redis.hgetall(key)  # type: ignore[assignment]
+        except redis.ResponseError as e:
+            if not garbage.is_wrong_type(e):
+                raise
+            self._known.pop(feed, None)
+            return self._wrong_type(feed, repair)
+        fields = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in raw.items()}
+        state = state_from_fields(fields)
+        if state.unreadable and repair:
+            state = self._reset(feed, state, raw)
+            fields = {k: v for k, v in fields.items() if k not in state.unreadable}
+        elif state.unreadable:
+            until = "read as unset until its next poll"
+            state = replace(
+                state, garbage=f"its state in Redis has unreadable values, {until}: {state.garbage}"
+            )
         self._known[feed] = fields
-        return state_from_fields(fields)
+        return state
+
+    def _wrong_type(self, feed: str, repair: bool) -> FeedState:
+        key = keys.feed_state(feed)
+        held = self.redis.type(key).decode()  # type: ignore[union-attr]
+        if repair and garbage.replace_wrong_type(
+            self.redis, "feed_state", key, "hash", "the feed starts afresh"
+        ):
+            return FeedState(garbage=f"its state in Redis held {garbage.words(held)}, not a hash: replaced")
+        until = "read as empty until its next poll"
+        return FeedState(garbage=f"its state in Redis {garbage.wrong_type(held, 'hash')}: {until}")
+
+    def _reset(self, feed: str, state: FeedState, raw: dict[bytes, bytes]) -> FeedState:
+        """Unset the fields that did not read, each only if it still holds what was read."""
+        by_name = {k.decode("utf-8", "replace"): (k, v) for k, v in raw.items()}
+        pairs = [part for name in state.unreadable for part in by_name[name]]
+        self._reset_fields(keys=[keys.feed_state(feed)], args=pairs)
+        garbage.found("feed_state", keys.feed_state(feed), f"had unreadable values {state.garbage}", "unset")
+        return replace(state, garbage=f"its state in Redis had unreadable values, unset: {state.garbage}")
 
     def get_remembered(self, feed: str, current: str | None = None) -> FeedState:
         """The state as this process last read or wrote it (it may have moved on in Redis since),
@@ -344,9 +444,10 @@ class FeedStateStore:
         holds the feed."""
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(keys.feed_state(feed), _REVISION)
-            pipe.hget(keys.LEASES, feed)
-            revision, holder = pipe.execute()
-        if lease is not None and (holder or b"").decode() != lease:
+            if lease is not None:  # a `newswatch poll` holds none: the lease hash is not its business
+                pipe.hget(keys.LEASES, feed)
+            revision, *holder = pipe.execute()
+        if lease is not None and (holder[0] or b"").decode() != lease:
             raise LeaseLostError(f"feed={feed}: another scheduler holds its lease now")
         if (revision or b"").decode() != state.revision:
             self._known.pop(feed, None)
@@ -356,7 +457,7 @@ class FeedStateStore:
         """Count new items of a feed that were too old to alert (`status` shows the total). Like
         items_seen, a counter beside the poll state: it leaves the revision alone."""
         if count:
-            self.redis.hincrby(keys.feed_state(feed), _TOO_OLD, count)
+            garbage.report([counters.increment(self.redis, keys.feed_state(feed), _TOO_OLD, count, False)])
 
     def write(
         self, feed: str, update: StateUpdate, expect: FeedState | None = None, lease: str | None = None
@@ -390,3 +491,11 @@ def _field_text(value: object) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     return str(value)
+
+
+def _tag(value: bytes) -> int | None:
+    """A seen-key's value (core.identity.seen_tag), or None when it holds something else."""
+    try:
+        return int(value)
+    except ValueError:
+        return None

@@ -43,6 +43,13 @@ class FeedState:
     lateness: float | None = None  # seconds the last poll started after its time (scheduler polls)
     polled_by: str | None = None  # the scheduler process that made the last poll
     items_found: int | None = None  # items the last changed page yielded (html and json sources)
+    repaired: str | None = None  # garbage a poll found in this state in Redis and replaced, in words
+    repaired_at: datetime | None = None  # when
+    # Garbage in the store's copy of this state (a key of another type, fields that do not
+    # read), in words, as the store found it (and, reading for a poll, replaced it); those
+    # fields read as unset. Not stored.
+    garbage: str | None = field(default=None, compare=False)
+    unreadable: tuple[str, ...] = field(default=(), compare=False)  # the fields that did not read
     # A new random token with every write (see the state store); "" before the first.
     revision: str = field(default="", compare=False)
     # From the process's memory of its last read or write, not read from the store just now.
@@ -81,6 +88,8 @@ class StateUpdate:
     lateness: float | None = KEEP
     polled_by: str | None = KEEP
     items_found: int | None = KEEP
+    repaired: str | None = KEEP
+    repaired_at: datetime | None = KEEP
 
     def values(self) -> dict[str, Any]:
         """The fields this update sets, by name."""
@@ -232,8 +241,20 @@ def after_failure(
 
 def rebaseline(state: FeedState, polled_here_before: bool) -> bool:
     """A feed this process polled before has no last success in the store: the store was wiped
-    (flushed, a new volume). Its items now are recorded, not alerted."""
-    return polled_here_before and state.last_success is None
+    (flushed, a new volume). Its items now are recorded, not alerted. A state that held garbage
+    was not wiped but damaged: its new items are alerted as usual."""
+    return polled_here_before and state.last_success is None and state.garbage is None
+
+
+def garbage_repaired(state: FeedState, now: datetime) -> StateUpdate:
+    """What a poll writes beside its result when its read replaced garbage in the feed's state:
+    a note `status` shows for a while (REPAIR_SHOWN)."""
+    if state.garbage is None:
+        return StateUpdate()
+    return StateUpdate(repaired=state.garbage, repaired_at=now)
+
+
+REPAIR_SHOWN = timedelta(days=1)  # how long `status` shows that a feed's state was repaired
 
 
 def guid_churn(known_under_other_guid: int, items: int) -> bool:
