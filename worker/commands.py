@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import redis
 
 from worker import channels, history, jobs, metrics, monitoring
-from worker.adapters import keys, liveness, queues, rqcompat
+from worker.adapters import garbage, keys, liveness, queues, rqcompat
 from worker.adapters.schedule import Schedule, SchedulerRegistry
 from worker.config import DEFAULT_CHANNEL, Config, FeedConfig
 from worker.core.errors import DeliveryError
@@ -69,16 +69,22 @@ def worker(
     level = rq_level(logging.getLevelName(logging.getLogger().level))
     wait = 1.0
     while True:
+        started = time.monotonic()
         try:
+            # Garbage in RQ's keys (a queue key of another type) stops RQ's loop: replaced first.
+            rqcompat.repair_queue_keys(rt.redis, [queues.queue(rt.redis, n) for n in names])
             # with_scheduler: RQ's scheduler moves retries back onto the queue when their time comes.
             rq_worker = queues.worker(rt.redis, names, name, monitoring.work_horse_killed, fork)
             rq_worker.work(burst=burst, with_scheduler=True, logging_level=level)
-            return EXIT_OK
+            if burst or rqcompat.stop_requested(rq_worker):
+                return EXIT_OK
+            # RQ quits its loop on any error it did not expect (logged above): go on, not exit.
+            log.error("worker stopped taking jobs after an error (above); starting again in %.0fs", wait)
         except redis.ConnectionError as e:
             # RQ rides out a lost connection while waiting for jobs, not everywhere else: start over.
             log.warning("worker lost Redis (%s); reconnecting in %.0fs", e.__class__.__name__, wait)
-            time.sleep(wait)
-            wait = min(wait * 2, 30.0)
+        time.sleep(wait)
+        wait = 1.0 if time.monotonic() - started > 60 else min(wait * 2, 30.0)
 
 
 def poll(config: Config, feed_names: list[str] | None) -> int:
@@ -186,14 +192,17 @@ def status_data(rt: Runtime) -> dict[str, Any]:
             }
         )
     counts = queues.queue_counts(rt.redis)
+    none: list[dict[str, Any]] = []
     return {
         "feeds": feeds,
         "queues": [
             {"name": c.name, "queued": c.queued, "started": c.started, "failed": c.failed} for c in counts
         ],
         # The newest failures, each with its reason: a count alone says nothing to act on.
-        "failed_deliveries": history.failed_deliveries(rt, FAILED_SHOWN),
+        "failed_deliveries": _unless_garbage(lambda: history.failed_deliveries(rt, FAILED_SHOWN), none),
         "schedulers": _schedulers(rt, feeds),
+        # Keys of another type (garbage): each section above read them as empty.
+        "redis_problems": _redis_problems(rt),
     }
 
 
@@ -211,10 +220,28 @@ def _problems(state: FeedState, now: datetime) -> tuple[str | None, str | None]:
     return error, warning
 
 
+def _unless_garbage(read: Callable[[], T], empty: T) -> T:
+    """`read()`, or `empty` when a key it reads holds another type (see `_redis_problems`)."""
+    try:
+        return read()
+    except redis.ResponseError as e:
+        if not garbage.is_wrong_type(e):
+            raise
+        return empty
+
+
+def _redis_problems(rt: Runtime) -> list[str]:
+    expected = keys.SHARED_KEY_TYPES | rqcompat.queue_key_types([rt.items_queue, rt.deliveries_queue])
+    return [
+        f"{key} {garbage.wrong_type(held, expected[key])}: read as empty; replaced where newswatch writes it"
+        for key, held in garbage.wrong_types(rt.redis, expected).items()
+    ]
+
+
 def _schedulers(rt: Runtime, feeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The scheduler processes alive now, each with the number of feeds it polled last."""
     polled = Counter(f["polled_by"] for f in feeds if f["polled_by"])
-    live = SchedulerRegistry(rt.redis).live(rt.clock(), 3 * rt.settings.polling.lease)
+    live = SchedulerRegistry(rt.redis).live(rt.clock(), 3 * rt.settings.polling.lease)  # garbage: []
     return [
         {"id": s.id, "host": s.host, "feeds": polled.get(s.id, 0), "in_flight": s.in_flight,
          "concurrency": s.concurrency, "last_beat": utc_iso(s.last_beat)}
@@ -266,6 +293,8 @@ def status(config: Config, as_json: bool) -> int:
     _print_schedulers(console, data["schedulers"])
     failed = sum(q["failed"] for q in data["queues"] if q["name"] == keys.DELIVERIES_QUEUE)
     _print_failed(console, data["failed_deliveries"], failed)
+    for problem in data["redis_problems"]:
+        console.print(Text(f"garbage in Redis: {problem}", style="red"), soft_wrap=True)
     return EXIT_OK
 
 
@@ -414,6 +443,7 @@ def health(config: Config) -> int:
         problems.append("no scheduler heartbeat")
     if not liveness.live_workers(rt.redis):
         problems.append("no live worker")
+    problems += liveness.blocking_garbage(rt.redis, [rt.items_queue, rt.deliveries_queue])
     if problems:
         print("unhealthy: " + "; ".join(problems))
         return EXIT_FAILURE

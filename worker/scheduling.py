@@ -32,7 +32,7 @@ from worker.adapters.hosts import HOSTS
 from worker.adapters.http_fetch import host_key
 from worker.adapters.schedule import Lease, Schedule, SchedulerInfo, SchedulerRegistry, new_scheduler_id
 from worker.config import FeedConfig
-from worker.core.schedule import KeepingUp, choose, diagnosis, first_due, next_due
+from worker.core.schedule import KeepingUp, choose, diagnosis, farthest, first_due, next_due
 from worker.polling import poll_feed
 from worker.runtime import Runtime
 
@@ -95,6 +95,7 @@ class Scheduler:
         self.stopping = threading.Event()
         self.seen = KeepingUp()
         self.polls = 0
+        self.dispatcher: threading.Thread | None = None  # set by `run`; the heartbeat checks it
         self._cpu_mark = (time.process_time(), time.monotonic())
 
     # --- the schedule ---------------------------------------------------------------------
@@ -113,6 +114,10 @@ class Scheduler:
             for f in feeds
         }
 
+    def _farthest(self, now: datetime) -> dict[str, datetime]:
+        """Per feed, a time its next poll can never be later than (see core.schedule.farthest)."""
+        return {f.name: farthest(now, self.rt.settings.feed_interval(f)) for f in self.feeds.values()}
+
     def sync_schedule(self) -> None:
         """Put this config's feeds on the shared schedule (new ones spread over a start window,
         known ones keep their time) and take off the feeds that left the config."""
@@ -127,10 +132,8 @@ class Scheduler:
             try:
                 self.dispatch_once()
                 backoff = 1.0
-            except redis.RedisError as e:
-                log.warning(
-                    "scheduler: Redis unavailable (%s); retrying in %.0fs", e.__class__.__name__, backoff
-                )
+            except Exception as e:  # the dispatcher never dies of one error (a bug, garbage, Redis away)
+                _log_dispatch_error(e, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
@@ -184,6 +187,8 @@ class Scheduler:
             with self.lock:
                 self.seen.record(lateness)
                 self.polls += 1
+        except redis.ResponseError as e:  # Redis answered, but refused (garbage in a key, say)
+            log.warning("feed=%s poll failed, Redis refused a command: %s", feed.name, e)
         except redis.RedisError as e:
             # The lease lapses and the feed falls due again: nothing is lost, only delayed.
             log.warning("feed=%s poll skipped, Redis unavailable: %s", feed.name, e.__class__.__name__)
@@ -203,10 +208,15 @@ class Scheduler:
         with self.lock:
             held = list(self.in_flight.values())
             info = SchedulerInfo(self.id, socket.gethostname(), now, len(held), self.concurrency, self.polls)
+        if self.dispatcher is not None and not self.dispatcher.is_alive():
+            # It polls nothing any more: no heartbeat, so that `health` says so.
+            log.error("scheduler %s: its dispatcher has stopped (see above); not beating", self.id)
+            return
         try:
             self.schedule.extend(held, now + self.lease)
             if self.schedule.size() < len(self.feeds) and self.schedule.add_missing(self._first_times()):
                 log.warning("the poll schedule in Redis had lost feeds (flushed or restored?): put back")
+            self.schedule.put_back_unreachable(self._farthest(now), now)
             self.registry.beat(info)
             liveness.beat(self.rt.redis, "scheduler", HEARTBEAT_TTL)
         except redis.RedisError as e:
@@ -293,6 +303,7 @@ def run(rt: Runtime) -> None:
         )
     housekeeping = build_scheduler(rt, poller)
     dispatcher = threading.Thread(target=_dispatch_after_sync, args=(poller,), name="dispatch", daemon=True)
+    poller.dispatcher = dispatcher
     log.info(
         "scheduler %s started: %d feeds, %d polls at a time", poller.id, len(poller.feeds), poller.concurrency
     )
@@ -306,6 +317,15 @@ def run(rt: Runtime) -> None:
             housekeeping.shutdown(wait=False)
         poller.stop()
         log.info("scheduler stopped")
+
+
+def _log_dispatch_error(error: Exception, backoff: float) -> None:
+    if isinstance(error, redis.ResponseError):  # Redis answered, but refused: say what it said
+        log.error("scheduler: Redis refused a command (%s); retrying in %.0fs", error, backoff)
+    elif isinstance(error, redis.RedisError):
+        log.warning("scheduler: Redis unavailable (%s); retrying in %.0fs", error.__class__.__name__, backoff)
+    else:  # a bug: reported in full, and the dispatcher goes on
+        log.exception("scheduler: dispatching failed; retrying in %.0fs", backoff)
 
 
 def _dispatch_after_sync(poller: Scheduler) -> None:

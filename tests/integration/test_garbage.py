@@ -165,6 +165,36 @@ def test_a_scheduler_alerts_new_items_after_the_last_success_of_a_feed_turned_to
     )
 
 
+def test_garbage_in_the_scheduling_keys_stops_no_feed(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, spawn: Any
+) -> None:
+    """A lease hash of another type stopped every poll (while `health` said healthy); a feed
+    state of another type made the claim script fail for every feed claimed with it; a
+    schedule member that is not UTF-8 killed the dispatcher thread; a registry of another type
+    kept the scheduler from beating, so `health` said it was dead while it polled."""
+    serve(http_server, [A], [B])
+    config = write_config(tmp_path, redis_url, http_server)
+    client = redis.Redis.from_url(redis_url)
+    client.set(keys.LEASES, "garbage")
+    client.set(keys.SCHEDULERS, "garbage")
+    client.rpush(keys.feed_state("f2"), "garbage")
+    client.zadd(keys.SCHEDULE, {b"\xff\xfe": 0, "f1": float("inf")})
+    scheduler, _ = spawn(config, "scheduler"), spawn(config, "worker")
+    wait_for(lambda: alerted(http_server) == {A["title"], B["title"]})
+    wait_for(lambda: cli(config, "health").stdout == "healthy\n")
+    data = status(config)
+    assert [s["id"] for s in data["schedulers"]] and not data["redis_problems"]
+    log = scheduler.read_text()
+    for said in (
+        "nw:lease holds a string, not a hash; replaced",
+        "nw:schedulers holds a string",
+        "nw:feed:f2 holds a list, not a hash; replaced",
+        "nw:schedule had feed f1 due beyond any backoff",
+    ):
+        assert f"garbage in Redis: {said}" in log, log  # fmt: skip
+    assert "Traceback" not in log
+
+
 # --- seen-keys --------------------------------------------------------------------------------
 
 
@@ -186,6 +216,49 @@ def test_a_seen_key_holding_garbage_is_read_as_seen_and_rewritten(
     worker = cli(config, "worker", "--burst")
     assert "Traceback" not in worker.stderr, worker.stderr[-3000:]
     assert client.type(keys.seen(b_id)) == b"string" and alerted(http_server) == {B["title"]}
+
+
+# --- RQ's keys, workers and health ----------------------------------------------------------------
+
+
+def test_a_worker_goes_on_through_queue_keys_of_another_type_and_health_tells_the_truth(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, spawn: Any
+) -> None:
+    """A queue key of another type made the worker exit 0 and `run` restart it in a loop while
+    `health` said healthy. Now the worker replaces it; while it is there, `health` names it."""
+    serve(http_server, [A])
+    config = write_config(tmp_path, redis_url, http_server)
+    client = redis.Redis.from_url(redis_url)
+    client.set(f"rq:queue:{keys.ITEMS_QUEUE}", "garbage")
+    run = spawn(config, "run", "--workers", "1")
+    wait_for(lambda: A["title"] in alerted(http_server))
+    wait_for(lambda: cli(config, "health").stdout == "healthy\n")
+    client.delete(f"rq:queue:{keys.DELIVERIES_QUEUE}")
+    client.set(f"rq:queue:{keys.DELIVERIES_QUEUE}", "garbage")  # the worker waits on it right now
+    unhealthy = cli(config, "health")
+    assert unhealthy.returncode == 1
+    assert (
+        f"rq:queue:{keys.DELIVERIES_QUEUE} holds a string, not a list: workers take no jobs"
+        in unhealthy.stdout
+    )
+    assert "rq:queue:newswatch-deliveries holds a string" in " ".join(status(config)["redis_problems"])
+    serve(http_server, [A, B])  # a new item: the scheduler queues it, replacing the garbage
+    wait_for(lambda: B["title"] in alerted(http_server), timeout=60)
+    wait_for(lambda: cli(config, "health").returncode == 0, timeout=60)
+    log = run.read_text()
+    assert (
+        "exited with code" not in log and "garbage in Redis: rq:queue:newswatch-items holds a string" in log
+    )
+
+
+def test_health_does_not_take_a_heartbeat_without_a_lease_of_life(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    serve(http_server, [A])
+    config = write_config(tmp_path, redis_url, http_server)
+    redis.Redis.from_url(redis_url).set(keys.heartbeat("scheduler"), "garbage")  # no TTL: never lapses
+    result = cli(config, "health")
+    assert result.returncode == 1 and "no scheduler heartbeat" in result.stdout
 
 
 # --- metrics ----------------------------------------------------------------------------------------

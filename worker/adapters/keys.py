@@ -107,6 +107,15 @@ ALERT_LOG_MAX = 10_000
 ALERT_LOG_TTL = 30 * 24 * 3600  # seconds
 
 
+# The keys above that are not per feed, item or delivery, with the type each holds: `status`
+# and `health` look for garbage in them (a key of another type; see adapters.garbage).
+SHARED_KEY_TYPES = {
+    SCHEDULE: "zset", LEASES: "hash", SCHEDULERS: "hash", SCHEDULER_BEATS: "zset",
+    METRICS_ITEMS: "hash", METRICS_DELIVERIES: "hash", ARCHIVE_ITEMS: "hash", ARCHIVE_INDEX: "zset",
+    ALERT_LOG: "stream",
+}  # fmt: skip
+
+
 def robots(origin: str) -> str:
     """A host's robots.txt as we last fetched it ("scheme://host:port"). TTL: a day when it was
     read (SPEC §8: "cached for a day"), minutes when the host could not say, so a passing

@@ -11,7 +11,7 @@ from rq import Callback, Queue, Retry
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
-from worker.adapters import keys, rqcompat
+from worker.adapters import garbage, keys, rqcompat
 from worker.core.errors import DeliveryError
 from worker.core.models import Item
 
@@ -73,6 +73,18 @@ def enqueue_item_batches(
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     if not batches:
         return []
+    try:
+        return _enqueue(items_queue, feed, batches, baseline)
+    except redis.ResponseError as e:
+        # The queue's keys hold garbage (another type): replaced, then queued once more.
+        if not garbage.is_wrong_type(e) or not rqcompat.repair_queue_keys(
+            items_queue.connection, [items_queue]
+        ):
+            raise
+        return _enqueue(items_queue, feed, batches, baseline)
+
+
+def _enqueue(items_queue: Queue, feed: str, batches: list[Sequence[Item]], baseline: bool) -> list[str]:
     with items_queue.connection.pipeline() as pipe:
         jobs = items_queue.enqueue_many(
             [
@@ -103,8 +115,24 @@ class QueueCounts:
 
 
 def queue_counts(connection: redis.Redis) -> list[QueueCounts]:
+    """Jobs per queue. A queue or registry key of another type (garbage) counts 0: `status`
+    and `health` say what it holds, the workers replace it."""
     counts = []
     for name in keys.QUEUES:
         q = queue(connection, name)
-        counts.append(QueueCounts(name, q.count, rqcompat.started_count(q), rqcompat.failed_count(q)))
+        numbers = [_count(count, q) for count in (_queued, rqcompat.started_count, rqcompat.failed_count)]
+        counts.append(QueueCounts(name, *numbers))
     return counts
+
+
+def _queued(q: Queue) -> int:
+    return q.count
+
+
+def _count(count: Callable[[Queue], int], q: Queue) -> int:
+    try:
+        return count(q)
+    except redis.ResponseError as e:
+        if not garbage.is_wrong_type(e):
+            raise
+        return 0

@@ -17,10 +17,20 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
-from rq import Queue, SimpleWorker, Worker
+from rq import Queue, SimpleWorker, Worker, worker_registration
 from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.registry import (
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
 from rq.results import Result
+from rq.worker import BaseWorker
+
+from worker.adapters import garbage
 
 # A job's registry entry outlives its expected end by this much (see NewswatchWorker).
 HEARTBEAT_MARGIN = 15
@@ -225,7 +235,50 @@ def failed_count(queue: Queue) -> int:
 
 
 def live_workers(connection: redis.Redis) -> int:
-    return len(Worker.all(connection=connection))
+    """Workers registered and beating. RQ's sets of another type (garbage) count none: `health`
+    then says what they hold, and a worker's start replaces them."""
+    try:
+        return len(Worker.all(connection=connection))
+    except redis.ResponseError as e:
+        if not garbage.is_wrong_type(e):
+            raise
+        return 0
+
+
+def stop_requested(worker: BaseWorker) -> bool:
+    """Whether the worker was asked to stop (SIGTERM, SIGINT; RQ's request_stop notes when):
+    RQ's `work()` also returns, without raising, after an error it did not expect (it quits
+    its loop on the first one), and then the worker must go on."""
+    return worker._shutdown_requested_date is not None
+
+
+_REGISTRIES = (StartedJobRegistry, FinishedJobRegistry, FailedJobRegistry, DeferredJobRegistry,
+               ScheduledJobRegistry, CanceledJobRegistry)  # fmt: skip
+
+
+def queue_key_types(queues: Sequence[Queue]) -> dict[str, str]:
+    """Every RQ key a worker on these queues reads, with the type it must hold: the queues and
+    their intermediate lists, their registries (sorted sets), and the sets RQ keeps of queues
+    and workers. A key of another type stops RQ's work loop (it quits on the first error)."""
+    expected = {Queue.redis_queues_keys: "set", worker_registration.REDIS_WORKER_KEYS: "set"}
+    for queue in queues:
+        expected[queue.key] = "list"
+        expected[queue.intermediate_queue_key] = "list"
+        expected[worker_registration.WORKERS_BY_QUEUE_KEY % queue.name] = "set"
+        for registry in _REGISTRIES:
+            expected[registry(queue=queue).key] = "zset"
+    return expected
+
+
+def repair_queue_keys(connection: redis.Redis, queues: Sequence[Queue]) -> list[str]:
+    """Replace those of the queues' RQ keys that hold another type (garbage: no job of ours is
+    in them). Returns the keys replaced."""
+    expected = queue_key_types(queues)
+    return [
+        key
+        for key in garbage.wrong_types(connection, expected)
+        if garbage.replace_wrong_type(connection, "queue", key, expected[key], "workers can take jobs again")
+    ]
 
 
 class _ErrorsAsDebug(logging.LoggerAdapter):  # type: ignore[type-arg]

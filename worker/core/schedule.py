@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from worker.core.timing import MAX_POLITE_WAIT
+
 # A fresh schedule spreads first polls over up to `polling.jitter` of the interval, at most this
 # long, so a start does not fire every feed in the same instant; longer when the feeds would
 # not fit into it at the expected latency, never longer than a feed's own interval.
@@ -44,6 +46,13 @@ def next_due(
     lifetime says."""
     due = started + interval * (1 + jitter * (2 * unit_random - 1))
     return max(due, not_before) if not_before is not None else due
+
+
+def farthest(now: datetime, interval: timedelta) -> datetime:
+    """A time a feed's next poll is never later than: twice the longest wait there is (an
+    interval with jitter, a six-hour backoff, a day of Retry-After or cache lifetime; see
+    core.timing). A feed due later than this is garbage in the schedule, and due now instead."""
+    return now + 2 * max(interval, MAX_POLITE_WAIT)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,79 @@
+"""Garbage in every other key newswatch reads (issue 20, point 5, the sweep): a real Redis written
+with garbage, polls and batches run through the real pipeline in-process, and a webhook
+receiver on 127.0.0.1. For each key: nothing crashes, no feed or alert is stopped for good,
+and what can be replaced is."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from tests.conftest import LocalServer, Response, rss
+from tests.integration.helpers import drain, make_runtime
+from worker.adapters import keys
+from worker.adapters.schedule import Schedule
+from worker.polling import poll_feed
+from worker.runtime import Runtime
+
+DELAY = "DeepSeek verschiebt Modellstart nach Problemen mit Huaweis KI-Chips"
+DELAY_TEXT = (
+    "DeepSeek hat die Einführung seines KI-Modells R2 verschoben, nachdem Trainingsläufe auf Huaweis "
+    "Ascend-Chips wiederholt fehlschlugen. Das chinesische Start-up kehrt für das Training zu "
+    "Nvidia-Prozessoren zurück und nutzt die Huawei-Chips nur noch für die Inferenz."
+)
+MODEL = "DeepSeek stellt neues Modell vor"
+MODEL_TEXT = (
+    "Das chinesische KI-Start-up DeepSeek hat ein neues Sprachmodell vorgestellt, das bei Mathematik- "
+    "und Programmieraufgaben mit den besten US-Modellen mithalten soll. Das Modell ist quelloffen."
+)
+ONE = [{"title": "DeepSeek R2 verschoben", "guid": "1", "link": "https://n.example/1"}]
+
+
+def runtime(tmp_path: Path, redis_url: str, server: LocalServer, alert: str = "", feeds: str = "") -> Runtime:
+    server.routes.setdefault("/feed", Response(rss(ONE)))
+    server.routes["/hook"] = Response(b"ok")
+    feeds = feeds or f'  - {{name: news, url: "{server.url("/feed")}"}}'
+    return make_runtime(
+        tmp_path,
+        redis_url,
+        f"""
+feeds:
+{feeds}
+alerts:
+  - {alert or "{name: deepseek, query: DeepSeek, channels: [hook]}"}
+channels:
+  hook: {{type: webhook, url: "{server.url("/hook")}"}}
+""",
+    )
+
+
+def alerted(server: LocalServer) -> list[str]:
+    return [r.json()["data"]["item"]["title"] for r in server.received("/hook") if "item" in r.json()["data"]]
+
+
+def failed_batches(rt: Runtime) -> int:
+    return int(rt.redis.zcard(f"rq:failed:{keys.ITEMS_QUEUE}"))
+
+
+def poll_and_drain(rt: Runtime, feed: str = "news") -> None:
+    poll_feed(rt, rt.settings.feed(feed), force=True)
+    drain(rt)
+
+
+# --- the poll schedule, for every scheduler ---------------------------------------------------
+
+
+def test_the_schedule_replaces_its_keys_of_another_type(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    rt = runtime(tmp_path, redis_url, http_server)
+    rt.redis.set(keys.SCHEDULE, "garbage")
+    schedule, now = Schedule(rt.redis, "s1"), rt.clock()
+    assert Schedule(rt.redis, "status").next_polls(["news"]) == {"news": None}  # status only looks
+    assert rt.redis.type(keys.SCHEDULE) == b"string"
+    schedule.sync({"news": now})
+    rt.redis.delete(keys.LEASES)
+    rt.redis.rpush(keys.LEASES, "garbage")
+    (lease,) = schedule.claim(["news"], now, timedelta(seconds=30))
+    assert lease.feed == "news" and schedule.complete(lease, now + timedelta(minutes=1))
+    assert rt.redis.type(keys.SCHEDULE) == b"zset" and rt.redis.type(keys.LEASES) in (b"hash", b"none")
