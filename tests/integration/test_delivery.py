@@ -420,7 +420,7 @@ def test_a_batch_claim_tells_free_sent_and_held_deliveries_apart(
     rt = setup(tmp_path, redis_url, http_server, ONE)
     free, sent, held = (Delivery(f"d-{n}", "deepseek", "hook", {}) for n in ("free", "sent", "held"))
     rt.redis.set(keys.delivery_state("d-sent"), b"sent")
-    rt.redis.set(keys.delivery_state("d-held"), b"sending:another-worker")
+    rt.redis.set(keys.delivery_state("d-held"), b"sending:another-worker", px=60_000)  # claims have leases
     token, gone, busy = rt.outbox.claim_many([free, sent, held], timedelta(seconds=60))
     assert token and rt.redis.get(keys.delivery_state("d-free")) == f"sending:{token}".encode()
     assert gone is None and busy == ""

@@ -19,6 +19,7 @@ import redis
 
 from tests.conftest import ROOT, LocalServer, Response, feed_items, free_port, rss, stop_processes, wait_for
 from worker.adapters import keys
+from worker.core.identity import delivery_id
 
 A = {"title": "DeepSeek R2 verschoben", "guid": "a", "link": "https://n.example/a"}
 B = {"title": "DeepSeek kehrt zu Nvidia zurück", "guid": "b", "link": "https://n.example/b"}
@@ -299,3 +300,29 @@ def _scrape(port: int) -> str | None:
     except OSError:
         return None
     return text if "newswatch_items_total" in text else None
+
+
+# --- delivery claims -----------------------------------------------------------------------
+
+
+def test_a_garbage_claim_is_replaced_and_its_alert_delivered(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, spawn: Any
+) -> None:
+    """A claim that is neither 'sent' nor 'sending:<token>' (or one without a TTL, or a key of
+    another type) was read as another worker's: the delivery was retried every second forever,
+    neither delivered nor failed."""
+    serve(http_server, [A, B, C])
+    config = write_config(tmp_path, redis_url, http_server)
+    assert cli(config, "poll", "--feed", "f1").returncode == 0
+    items = feed_items("f1", rss([A, B, C]), http_server.url("/f1"))
+    claims = [keys.delivery_state(delivery_id("deepseek", item.id, "hook")) for item in items]
+    client = redis.Redis.from_url(redis_url)
+    client.set(claims[0], "garbage")
+    client.set(claims[1], "sending:no-lease")
+    client.hset(claims[2], "x", "y")
+    worker = spawn(config, "worker")
+    wait_for(lambda: alerted(http_server) == {A["title"], B["title"], C["title"]}, timeout=20)
+    wait_for(lambda: [client.get(key) for key in claims] == [b"sent"] * 3)
+    log = worker.read_text()
+    assert f"garbage in Redis: {claims[0]} (alert=deepseek channel=hook) held 'garbage'" in log
+    assert "holds a hash, not a string; claimed anew" in log and "claimed by another worker" not in log

@@ -8,10 +8,15 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import LocalServer, Response, rss
 from tests.integration.helpers import drain, make_runtime
 from worker.adapters import keys
 from worker.adapters.schedule import Schedule
+from worker.core.errors import ClaimHeldError
+from worker.core.models import Delivery
+from worker.core.outbox import hour_index
 from worker.polling import poll_feed
 from worker.runtime import Runtime
 
@@ -77,3 +82,61 @@ def test_the_schedule_replaces_its_keys_of_another_type(
     (lease,) = schedule.claim(["news"], now, timedelta(seconds=30))
     assert lease.feed == "news" and schedule.complete(lease, now + timedelta(minutes=1))
     assert rt.redis.type(keys.SCHEDULE) == b"zset" and rt.redis.type(keys.LEASES) in (b"hash", b"none")
+
+
+# --- outbox: the alert log, digests, hourly caps, claims --------------------------------------------
+
+
+def test_a_digest_buffer_of_another_type_loses_no_alert_and_garbage_entries_are_left_out(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """RPUSH into a buffer of another type failed inside the commit, after the items were marked
+    seen: the held alert was lost. A buffer entry that is not JSON failed the flush for good."""
+    rt = runtime(
+        tmp_path,
+        redis_url,
+        http_server,
+        alert="{name: deepseek, query: DeepSeek, channels: [hook], digest: 1h}",
+    )
+    buffer = keys.digest_buffer("deepseek", "hook")
+    rt.redis.set(buffer, "garbage")
+    poll_and_drain(rt)
+    assert rt.redis.llen(buffer) == 1 and failed_batches(rt) == 0
+    rt.redis.rpush(buffer, b"{not json", b'{"item": "not an item"}')
+    assert rt.outbox.flush_digest("deepseek", "hook", rt.clock(), rt.clock()) == 1
+    drain(rt)
+    (digest,) = [r.json()["data"] for r in http_server.received("/hook")]
+    assert [entry["item"]["title"] for entry in digest["items"]] == [ONE[0]["title"]]
+
+
+def test_an_hourly_count_that_is_not_a_number_stops_no_alert(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """int() of it failed every commit of a capped alert's items: retried, then failed for good."""
+    rt = runtime(
+        tmp_path,
+        redis_url,
+        http_server,
+        alert="{name: deepseek, query: DeepSeek, channels: [hook], max_per_hour: 5}",
+    )
+    rt.redis.set(keys.hourly_count("deepseek", hour_index(rt.clock())), "garbage", ex=3600)
+    poll_and_drain(rt)
+    assert alerted(http_server) == [ONE[0]["title"]] and failed_batches(rt) == 0
+    assert rt.redis.get(keys.hourly_count("deepseek", hour_index(rt.clock()))) == b"1"
+
+
+def test_a_delivery_job_claims_over_garbage_and_waits_only_for_a_claim_with_a_lease(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    rt = runtime(tmp_path, redis_url, http_server)
+    delivery = Delivery("d1", "deepseek", "hook", {"data": {}})
+    key, lease = keys.delivery_state("d1"), timedelta(seconds=30)
+    rt.redis.hset(key, "x", "y")
+    assert rt.outbox.claim(delivery, lease)  # another type: replaced by this claim
+    rt.redis.set(key, "sending:no-lease")
+    token = rt.outbox.claim(delivery, lease)
+    assert token and rt.redis.get(key) == f"sending:{token}".encode() and rt.redis.pttl(key) > 0
+    with pytest.raises(ClaimHeldError):  # a claim with a lease is another worker's
+        rt.outbox.claim(delivery, lease)
+    rt.redis.set(key, "sent")
+    assert rt.outbox.claim(delivery, lease) is None

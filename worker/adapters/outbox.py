@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import redis
 from redis.client import Pipeline
@@ -23,13 +24,44 @@ from worker.adapters import counters, garbage, keys, rqcompat
 from worker.adapters.queues import FAILURE_TTL, RESULT_TTL
 from worker.core.errors import ClaimHeldError
 from worker.core.models import Delivery, utc_iso
-from worker.core.outbox import AlertPolicy, Routing, digest_delivery, hour_index, route
+from worker.core.outbox import AlertPolicy, Routing, digest_delivery, digest_entry, hour_index, route
 
 log = logging.getLogger(__name__)
 
 DELIVERY_JOB = "worker.jobs.deliver"
 DIGEST_JOB = "worker.jobs.flush_digest"
 DELIVERY_FAILURE_CALLBACK = "worker.jobs.on_delivery_failure"
+# KEYS[1]: a delivery's claim; ARGV: 'sending:<token>', the lease in ms. Returns (outcome,
+# detail): won; sent; held (detail: the lease's ms left); or replaced (detail: the garbage it
+# held, a value that is neither 'sent' nor a claim with a lease, or the type of a key of
+# another type). A claim without a lease (all of ours have one) would be held forever.
+_CLAIM = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'won', ''} end
+local found = redis.call('TYPE', KEYS[1])['ok']
+if found == 'string' then
+  local value = redis.call('GET', KEYS[1])
+  if value == 'sent' then return {'sent', ''} end
+  local left = redis.call('PTTL', KEYS[1])
+  if string.sub(value, 1, 8) == 'sending:' and left > 0 then return {'held', tostring(left)} end
+  found = string.sub(value, 1, 60)
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {'replaced', found}
+"""
+# KEYS[1]: a digest buffer; ARGV: the entry, the TTL, garbage.MARK. A buffer of another type
+# (garbage, holding no entry of ours) is replaced first: RPUSH into it would fail inside the
+# commit and lose the entry.
+_HOLD_FOR_DIGEST = """
+local found = redis.call('TYPE', KEYS[1])['ok']
+if found ~= 'list' and found ~= 'none' then redis.call('DEL', KEYS[1]) end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if found ~= 'list' and found ~= 'none' then
+  return ARGV[3] .. '\\0digest\\0' .. KEYS[1] .. '\\0replaced\\0type\\0list\\0' .. found
+end
+return ''
+"""
+_TYPES = {b"list", b"set", b"zset", b"hash", b"stream"}
 _RELEASE_CLAIM = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -63,7 +95,7 @@ class Outbox:
         counts: dict[str, int] = {}
         if alerts:
             values = pipe.mget(self.watch_keys(deliveries, now))  # immediate: pipeline in WATCH mode
-            counts = {alert: int(value or 0) for alert, value in zip(alerts, values, strict=True)}
+            counts = {alert: _count(value) for alert, value in zip(alerts, values, strict=True)}
         return route(list(deliveries), self.policies, counts, now)
 
     def write(self, pipe: Pipeline, routing: Routing, now: datetime) -> None:
@@ -77,9 +109,9 @@ class Outbox:
         scheduled: set[tuple[str, str, datetime]] = set()
         for held in routing.digested:
             d = held.delivery
-            buffer = keys.digest_buffer(d.alert, d.channel)
-            pipe.rpush(buffer, json.dumps(d.payload["data"], ensure_ascii=False))
-            pipe.expire(buffer, int(self.remember_for.total_seconds()))
+            entry = json.dumps(d.payload["data"], ensure_ascii=False)
+            buffer, ttl = keys.digest_buffer(d.alert, d.channel), int(self.remember_for.total_seconds())
+            pipe.eval(_HOLD_FOR_DIGEST, 1, buffer, entry, ttl, garbage.MARK)
             scheduled.add((d.alert, d.channel, held.window_end))
         for alert, channel, end in sorted(scheduled):
             self._schedule_flush(pipe, alert, channel, end)
@@ -152,14 +184,15 @@ class Outbox:
             with self.connection.pipeline() as pipe:
                 try:
                     pipe.watch(buffer)  # type: ignore[no-untyped-call]
-                    raw = pipe.lrange(buffer, 0, -1)
+                    raw = _entries(pipe, buffer)
                     if not raw:
                         pipe.unwatch()
                         return 0
-                    entries = [json.loads(entry) for entry in raw]
+                    entries = _readable(alert, channel, raw)
                     pipe.multi()
                     pipe.delete(buffer)
-                    self.enqueue(pipe, [digest_delivery(alert, channel, end, entries, now)])
+                    if entries:  # garbage alone sends no digest
+                        self.enqueue(pipe, [digest_delivery(alert, channel, end, entries, now)])
                     pipe.execute()
                     return len(entries)
                 except redis.WatchError:
@@ -170,40 +203,34 @@ class Outbox:
 
     def claim(self, delivery: Delivery, lease: timedelta) -> str | None:
         """A token if this worker may send now; None if it was already sent. Raises while another
-        worker holds a claim (its lease ends after one send timeout)."""
+        worker holds a claim (its lease ends after one send timeout). Garbage where the claim
+        belongs is replaced by this claim (see _CLAIM)."""
         token = uuid.uuid4().hex
-        key = keys.delivery_state(delivery.delivery_id)
-        if self.connection.set(key, f"sending:{token}", nx=True, ex=_seconds(lease)):
-            return token
-        with self.connection.pipeline() as pipe:
-            pipe.get(key)
-            pipe.pttl(key)
-            state, lease_ms = pipe.execute()
-        if state == b"sent":
-            return None
-        raise ClaimHeldError(
-            f"channel {delivery.channel}: claimed by another worker (running, or died mid-send)",
-            retry_after=max(1.0, lease_ms / 1000) if lease_ms and lease_ms > 0 else 1.0,
-        )
+        outcome, detail = _claimed(delivery, self._claim(delivery, token, lease, self.connection))
+        if outcome == b"held":
+            raise ClaimHeldError(
+                f"channel {delivery.channel}: claimed by another worker (running, or died mid-send)",
+                retry_after=max(1.0, int(detail) / 1000),
+            )
+        return None if outcome == b"sent" else token
 
     def claim_many(self, deliveries: Sequence[Delivery], lease: timedelta) -> list[str | None]:
-        """claim() for a batch in one round trip (a second reads the state of those not won):
-        per delivery a token, None if it was already sent, or "" while another worker holds it."""
+        """claim() for a batch in one round trip: per delivery a token, None if it was already
+        sent, or "" while another worker holds it."""
         tokens = [uuid.uuid4().hex for _ in deliveries]
         with self.connection.pipeline(transaction=False) as pipe:
             for delivery, token in zip(deliveries, tokens, strict=True):
-                pipe.set(
-                    keys.delivery_state(delivery.delivery_id), f"sending:{token}", nx=True, ex=_seconds(lease)
-                )
-            won = pipe.execute()
-        lost = [d for d, ok in zip(deliveries, won, strict=True) if not ok]
-        states = dict(zip([d.delivery_id for d in lost], self.connection.mget(
-            [keys.delivery_state(d.delivery_id) for d in lost]
-        ), strict=True)) if lost else {}  # fmt: skip
+                self._claim(delivery, token, lease, pipe)
+            replies = pipe.execute()
+        outcomes = [_claimed(d, reply)[0] for d, reply in zip(deliveries, replies, strict=True)]
         return [
-            token if ok else (None if states[d.delivery_id] == b"sent" else "")
-            for d, token, ok in zip(deliveries, tokens, won, strict=True)
+            None if outcome == b"sent" else "" if outcome == b"held" else token
+            for outcome, token in zip(outcomes, tokens, strict=True)
         ]
+
+    def _claim(self, delivery: Delivery, token: str, lease: timedelta, client: redis.Redis | Pipeline) -> Any:
+        key = keys.delivery_state(delivery.delivery_id)
+        return client.eval(_CLAIM, 1, key, f"sending:{token}", _seconds(lease) * 1000)
 
     def release(self, delivery: Delivery, token: str) -> None:
         self.release_many([(delivery, token)])
@@ -225,6 +252,62 @@ class Outbox:
             pipe.set(keys.delivery_state(delivery.delivery_id), b"sent", ex=_seconds(self.remember_for))
             counters.increment(pipe, keys.METRICS_DELIVERIES, counter, 1, replace_key=True)
             garbage.report(pipe.execute())
+
+
+def _claimed(delivery: Delivery, reply: list[bytes]) -> tuple[bytes, bytes]:
+    """The claim script's (outcome, detail); garbage it replaced is said and counted."""
+    outcome, detail = reply[0], reply[1]
+    if outcome == b"replaced":
+        what = (
+            garbage.wrong_type(detail.decode(), "string")
+            if detail in _TYPES
+            else f"held {garbage.shown(detail)}, neither 'sent' nor a claim with a lease"
+        )
+        key = keys.delivery_state(delivery.delivery_id)
+        garbage.found(
+            "claim", key, f"(alert={delivery.alert} channel={delivery.channel}) {what}", "claimed anew"
+        )
+    return outcome, detail
+
+
+def _count(value: bytes | str | None) -> int:
+    """An hourly count; garbage counts as none sent (the commit then writes a true count)."""
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def _entries(pipe: Pipeline, buffer: str) -> list[bytes]:
+    """A digest buffer's entries; one of another type (garbage) holds none: it is dropped."""
+    try:
+        return pipe.lrange(buffer, 0, -1)  # type: ignore[return-value]
+    except redis.ResponseError as e:
+        if not garbage.is_wrong_type(e):
+            raise
+        garbage.found(
+            "digest",
+            buffer,
+            "holds another type than a list",
+            "read as empty; the next alert held replaces it",
+        )
+        return []
+
+
+def _readable(alert: str, channel: str, raw: Sequence[bytes]) -> list[Any]:
+    """A buffer's entries that read as alerts: one that does not (garbage) is left out and said."""
+    entries = []
+    for entry in raw:
+        try:
+            data = json.loads(entry)
+        except (ValueError, RecursionError):
+            data = None
+        if digest_entry(data):
+            entries.append(data)
+        else:
+            what = f"held an entry that is no alert: {garbage.shown(entry)}"
+            garbage.found("digest", keys.digest_buffer(alert, channel), what, "left out")
+    return entries
 
 
 def _seconds(delta: timedelta) -> int:

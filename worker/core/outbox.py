@@ -79,6 +79,20 @@ def route(
     return Routing(tuple(immediate), tuple(digested), counts)
 
 
+_ITEM_FIELDS = ("id", "feed", "title", "link", "published", "topics")
+
+
+def digest_entry(entry: Any) -> bool:
+    """Whether a held entry (as a digest buffer gives it back) is one a digest can render: the
+    buffer may hold garbage written by someone else."""
+    item = entry.get("item") if isinstance(entry, dict) else None
+    return (
+        isinstance(item, dict)
+        and isinstance(entry.get("matched"), list)
+        and all(f in item for f in _ITEM_FIELDS)
+    )
+
+
 def digest_delivery(
     alert: str, channel: str, end: datetime, entries: list[dict[str, Any]], now: datetime
 ) -> Delivery:
