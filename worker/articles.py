@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from worker.adapters.article_marks import QUEUED, ArticleMarks
+from worker.adapters.article_marks import QUEUED, ArticleMarks, failed_tries
 from worker.adapters.robots import MemoryRobotsStorage, RedisRobotsStorage, RobotsStorage
 from worker.config import FeedConfig
 from worker.core.errors import FeedParseError, FetchError
@@ -57,7 +57,7 @@ def complete(rt: Runtime, feed: FeedConfig, fresh: list[Item], baseline: bool = 
     known = marks.read([item.id for item in fresh])
     todo = newest_first([item for item in fresh if known.get(item.id) != QUEUED])
     now_items, later = todo[: feed.max_articles], todo[feed.max_articles :]
-    tries = {item.id: int(known[item.id]) for item in now_items if known.get(item.id, "").isdigit()}
+    tries = {item.id: count for item in now_items if (count := failed_tries(known.get(item.id, "")))}
     pages = page_fetcher(rt, feed)
     ready, held, failed = read_pages(rt, feed, pages, now_items, tries)
     if held:

@@ -326,3 +326,44 @@ def test_a_garbage_claim_is_replaced_and_its_alert_delivered(
     log = worker.read_text()
     assert f"garbage in Redis: {claims[0]} (alert=deepseek channel=hook) held 'garbage'" in log
     assert "holds a hash, not a string; claimed anew" in log and "claimed by another worker" not in log
+
+
+# --- status, alerts and health over garbage everywhere -------------------------------------------
+
+
+def test_status_alerts_and_health_read_garbage_in_every_shared_key_and_name_it(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    serve(http_server, [A])
+    config = write_config(tmp_path, redis_url, http_server)
+    client = redis.Redis.from_url(redis_url)
+    wrong = {"zset": "hash", "hash": "zset", "stream": "hash"}  # a type each key must not hold
+    for key, kind in keys.SHARED_KEY_TYPES.items():
+        if wrong[kind] == "hash":
+            client.hset(key, "x", "y")
+        else:
+            client.zadd(key, {"x": 1})
+    for queue in (keys.ITEMS_QUEUE, keys.DELIVERIES_QUEUE):
+        client.set(f"rq:queue:{queue}", "garbage")
+        client.set(f"rq:failed:{queue}", "garbage")
+        client.set(f"rq:wip:{queue}", "garbage")
+    client.set(keys.feed_state("f1"), "garbage")
+    data = status(config)
+    problems = " ".join(data["redis_problems"])
+    for key in [*keys.SHARED_KEY_TYPES, f"rq:queue:{keys.ITEMS_QUEUE}", f"rq:failed:{keys.DELIVERIES_QUEUE}"]:
+        assert f"{key} holds a" in problems, (key, problems)
+    assert feed(data, "f1")["error"].startswith("its state in Redis holds a string, not a hash")
+    assert data["queues"][0]["queued"] == 0 and data["failed_deliveries"] == [] and data["schedulers"] == []
+    text = cli(config, "status")
+    assert text.returncode == 0 and "garbage in Redis: nw:schedule holds a hash" in text.stdout, text.stderr
+    recent = cli(config, "alerts")
+    assert recent.returncode == 0 and "no alerts in the last 1d" in recent.stdout, recent.stderr
+    health = cli(config, "health")
+    assert health.returncode == 1
+    for said in (
+        "nw:schedule holds a hash, not a sorted set: no feed is polled",
+        "nw:lease holds a sorted set, not a hash",
+        f"rq:queue:{keys.ITEMS_QUEUE} holds a string",
+    ):
+        assert said in health.stdout, health.stdout  # fmt: skip
+    assert client.type(keys.SCHEDULE) == b"hash"  # status, alerts and health only look

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from worker.adapters import keys
+from worker.adapters import garbage, keys
 from worker.core.models import Delivery, utc_iso
 
 TITLE_CHARACTERS = 300  # the record shows a title; the payload carries the whole one
@@ -72,8 +72,20 @@ class AlertLog:
         self.redis = connection
 
     def record(self, records: Sequence[AlertRecord]) -> None:
+        """Append the records. A log of another type (garbage) is replaced: it holds no records."""
         if not records:
             return
+        try:
+            self._append(records)
+        except redis.ResponseError as e:
+            effect = "`newswatch alerts` lists what fires from now on"
+            if not garbage.is_wrong_type(e) or not garbage.replace_wrong_type(
+                self.redis, "alert_log", keys.ALERT_LOG, "stream", effect
+            ):
+                raise
+            self._append(records)
+
+    def _append(self, records: Sequence[AlertRecord]) -> None:
         with self.redis.pipeline(transaction=False) as pipe:
             for entry in records:
                 payload = json.dumps(entry.to_dict(), ensure_ascii=False)
@@ -85,12 +97,17 @@ class AlertLog:
         """The entries written since `moment` (by Redis's clock, which names the entries), newest
         first. An entry that does not read (another version's) is skipped."""
         start = int(moment.astimezone(UTC).timestamp() * 1000)
-        raw: Any = self.redis.xrevrange(keys.ALERT_LOG, max="+", min=str(start), count=keys.ALERT_LOG_MAX)
+        try:
+            raw: Any = self.redis.xrevrange(keys.ALERT_LOG, max="+", min=str(start), count=keys.ALERT_LOG_MAX)
+        except redis.ResponseError as e:  # a log of another type (garbage) holds no records
+            if not garbage.is_wrong_type(e):
+                raise
+            return []
         records = []
         for _, fields in raw:
             try:
                 records.append(AlertRecord.from_dict(json.loads(fields[b"e"])))
-            except (KeyError, ValueError, TypeError):
+            except (KeyError, ValueError, TypeError, AttributeError, RecursionError):
                 continue
         return records
 
@@ -99,4 +116,8 @@ class AlertLog:
         if not delivery_ids:
             return {}
         values: list[bytes | None] = self.redis.mget([keys.delivery_state(i) for i in delivery_ids])  # type: ignore[assignment]
-        return {i: v.decode() for i, v in zip(delivery_ids, values, strict=True) if v is not None}
+        return {
+            i: v.decode("utf-8", "replace")
+            for i, v in zip(delivery_ids, values, strict=True)
+            if v is not None
+        }

@@ -9,11 +9,16 @@ from datetime import timedelta
 
 import redis
 
-from worker.adapters import keys
+from worker.adapters import garbage, keys
 
 QUEUED = "queued"
 QUEUED_TTL = timedelta(hours=1)
 TRIES_TTL = timedelta(days=1)
+
+
+def failed_tries(mark: str) -> int | None:
+    """A mark's count of failed tries, or None when it holds none (QUEUED, or garbage)."""
+    return int(mark) if mark.isascii() and mark.isdigit() else None
 
 
 class ArticleMarks:
@@ -21,11 +26,21 @@ class ArticleMarks:
         self.redis = connection
 
     def read(self, item_ids: Sequence[str]) -> dict[str, str]:
-        """The mark of each item that has one: QUEUED, or its failed tries as digits."""
+        """The mark of each item that has one: QUEUED, or its failed tries as digits. Garbage
+        reads as no mark (the next mark replaces it)."""
         if not item_ids:
             return {}
         values = self.redis.mget([keys.article(i) for i in item_ids])
-        return {i: v.decode() for i, v in zip(item_ids, values, strict=True) if isinstance(v, bytes)}
+        marks = {}
+        for item_id, value in zip(item_ids, values, strict=True):
+            mark = value.decode("utf-8", "replace") if isinstance(value, bytes) else None
+            if mark == QUEUED or (mark is not None and failed_tries(mark) is not None):
+                marks[item_id] = mark
+            elif mark is not None:
+                garbage.found(
+                    "article", keys.article(item_id), f"held {garbage.shown(mark)}", "read as unmarked"
+                )
+        return marks
 
     def queued(self, item_ids: Iterable[str]) -> None:
         with self.redis.pipeline(transaction=False) as pipe:

@@ -19,7 +19,7 @@ from urllib.robotparser import RobotFileParser
 
 import redis
 
-from worker.adapters import keys
+from worker.adapters import garbage, keys
 from worker.adapters.http_fetch import FetchResult, HttpStatusError
 from worker.core.errors import FeedGoneError, FetchError
 
@@ -51,7 +51,15 @@ class RedisRobotsStorage:
         self.redis = connection
 
     def get(self, origin: str) -> str | None:
-        value = self.redis.get(keys.robots(origin))
+        """The cached text, or None. A key of another type (garbage) reads as no cache: robots.txt
+        is fetched again and `put` replaces it."""
+        try:
+            value = self.redis.get(keys.robots(origin))
+        except redis.ResponseError as e:
+            if not garbage.is_wrong_type(e):
+                raise
+            garbage.found("robots", keys.robots(origin), "holds another type than a string", "fetched afresh")
+            return None
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else None
 
     def put(self, origin: str, text: str, ttl: timedelta) -> None:

@@ -10,6 +10,7 @@ batch watches, so this batch is retried and joins that story instead of opening 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,7 +18,7 @@ from datetime import timedelta
 import redis
 from redis.client import Pipeline
 
-from worker.adapters import keys
+from worker.adapters import garbage, keys
 from worker.core.stories import Fingerprint, Placed, Report, StoryState, assign, place
 
 _BAND_MEMBERS = 16  # ids kept per band key: a bucket that full is boilerplate, not one story
@@ -37,6 +38,7 @@ class NewReport:
 class Placement:
     placed: list[Placed]
     bands: dict[str, list[str]]  # band key -> member ids after this batch, to write
+    garbled: frozenset[str] = frozenset()  # story keys of another type (garbage): replaced
 
 
 class StoryIndex:
@@ -54,19 +56,20 @@ class StoryIndex:
     ) -> Placement:
         """Decide each new item's story. `pipe` is in WATCH mode; `bands` holds the band keys'
         values as read under that WATCH."""
-        members = {key: (value or b"").decode().split() for key, value in bands.items()}
+        # A band key holding garbage yields ids that lead nowhere; it is rewritten below.
+        members = {key: (value or b"").decode("utf-8", "replace").split() for key, value in bands.items()}
         by_band = {band: members.get(keys.story_band(band), []) for r in batch if r.fingerprint
                    for band in r.fingerprint.bands}  # fmt: skip
         known = self._reports(pipe, sorted({i for ids in by_band.values() for i in ids}))
         stories = assign([(r.item_id, r.fingerprint) for r in batch], by_band, known, self.threshold)
-        states = self._states(pipe, sorted(set(stories)))
+        states, garbled = self._states(pipe, sorted(set(stories)))
         placed = place([(r.item_id, s, r.alerts) for r, s in zip(batch, stories, strict=True)], states)
         written = dict(members)
         for report in batch:
             for band in report.fingerprint.bands if report.fingerprint else ():
                 key = keys.story_band(band)
                 written[key] = [*written.get(key, []), report.item_id][-_BAND_MEMBERS:]
-        return Placement(placed, written)
+        return Placement(placed, written, garbled)
 
     def _reports(self, pipe: Pipeline, ids: list[str]) -> dict[str, Report]:
         if not ids:
@@ -76,10 +79,15 @@ class StoryIndex:
         for item_id, value in zip(ids, values, strict=True):  # immediate: WATCH mode
             if value:  # expired since the band key was written: out of the window
                 story, _, packed = value.partition(b"\x00")
-                reports[item_id] = Report(item_id, story.decode(), Fingerprint.unpack(packed))
+                try:
+                    reports[item_id] = Report(item_id, story.decode(), Fingerprint.unpack(packed))
+                except (ValueError, IndexError, struct.error):  # garbage: as if out of the window
+                    garbage.found("story", keys.story_report(item_id), "does not read", "skipped")
         return reports
 
-    def _states(self, pipe: Pipeline, stories: list[str]) -> dict[str, StoryState]:
+    def _states(self, pipe: Pipeline, stories: list[str]) -> tuple[dict[str, StoryState], frozenset[str]]:
+        """The stories' states, and the story keys that hold another type (garbage: the story
+        reads as new, and `write` replaces its key)."""
         story_keys = [keys.story(s) for s in stories]
         pipe.watch(*story_keys)  # type: ignore[no-untyped-call]
         # Read after the WATCH, in one round trip on another connection: a change by anyone
@@ -87,8 +95,19 @@ class StoryIndex:
         with self.redis.pipeline(transaction=False) as reader:
             for key in story_keys:
                 reader.hgetall(key)
-            hashes = reader.execute()
-        return {story: _state(fields) for story, fields in zip(stories, hashes, strict=True) if fields}
+            hashes = reader.execute(raise_on_error=False)
+        for fields in hashes:
+            if isinstance(fields, Exception) and not garbage.is_wrong_type(fields):
+                raise fields
+        garbled = frozenset(key for key, fields in zip(story_keys, hashes, strict=True) if _garbled(fields))
+        for key in garbled:
+            garbage.found("story", key, "holds another type than a hash", "the story starts afresh")
+        states = {
+            story: _state(fields)
+            for story, fields in zip(stories, hashes, strict=True)
+            if fields and not isinstance(fields, Exception)
+        }
+        return states, garbled
 
     def write(self, pipe: Pipeline, batch: Sequence[NewReport], placement: Placement) -> None:
         """Queue the decision (after MULTI): band members, each report's features, story counts."""
@@ -101,17 +120,44 @@ class StoryIndex:
                 pipe.set(keys.story_report(report.item_id), value, ex=self.window)
             fields: dict[str, str | int] = {"n": placed.report, f"r:{report.item_id}": placed.report}
             fields |= {f"a:{alert}": report.item_id for alert in placed.fire}
+            if keys.story(placed.story) in placement.garbled:
+                pipe.delete(keys.story(placed.story))
             pipe.hset(keys.story(placed.story), mapping=fields)  # type: ignore[arg-type]
             pipe.expire(keys.story(placed.story), self.story_ttl)
 
     def story_of(self, story_id: str) -> tuple[StoryState, dict[str, int]]:
-        """A story's state and its reports (item id -> number), for `explain`."""
-        fields: dict[bytes, bytes] = self.redis.hgetall(keys.story(story_id))  # type: ignore[assignment]
-        state = _state(fields)
-        reports = {k.decode()[2:]: int(v) for k, v in fields.items() if k.startswith(b"r:")}
-        return state, reports
+        """A story's state and its reports (item id -> number), for `explain`. Garbage reads as
+        absent: a key of another type as no story, a field that does not read as no field."""
+        try:
+            fields: dict[bytes, bytes] = self.redis.hgetall(keys.story(story_id))  # type: ignore[assignment]
+        except redis.ResponseError as e:
+            if not garbage.is_wrong_type(e):
+                raise
+            return StoryState(), {}
+        reports = {
+            _text(k)[2:]: n
+            for k, v in fields.items()
+            if k.startswith(b"r:") and (n := _number(v)) is not None
+        }
+        return _state(fields), reports
+
+
+def _garbled(fields: object) -> bool:
+    return isinstance(fields, Exception) and garbage.is_wrong_type(fields)
 
 
 def _state(fields: Mapping[bytes, bytes]) -> StoryState:
-    alerted = {k.decode()[2:]: v.decode() for k, v in fields.items() if k.startswith(b"a:")}
-    return StoryState(int(fields.get(b"n", b"0")), alerted)
+    alerted = {_text(k)[2:]: _text(v) for k, v in fields.items() if k.startswith(b"a:")}
+    return StoryState(_number(fields.get(b"n", b"0")) or 0, alerted)
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+def _number(value: bytes) -> int | None:
+    """A count in a story's hash, or None when it holds garbage."""
+    try:
+        return max(0, int(value))
+    except ValueError:
+        return None
