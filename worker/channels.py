@@ -31,7 +31,7 @@ def send(rt: Runtime, delivery: Delivery) -> SendOutcome:
         return SendOutcome(0, time.monotonic() - started, "written to standard output")
     if isinstance(channel, WebhookChannel):
         return send_webhook(
-            rt.http, channel.url, channel.secret, delivery, timeout, rt.clock(), channel.headers
+            rt.delivery_http, channel.url, channel.secret, delivery, timeout, rt.clock(), channel.headers
         )
     return _send_email(rt, channel, delivery, timeout)
 

@@ -8,16 +8,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import httpcore
 import redis
 from rq import Queue
 
-from worker.adapters import http_fetch, keys, queues
+from worker.adapters import http_fetch, keys, queues, webhook
 from worker.adapters.outbox import Outbox
 from worker.adapters.store import FeedStateStore, SeenStore
 from worker.config import Config, Settings
 from worker.core.outbox import AlertPolicy
+
+if TYPE_CHECKING:
+    from worker.delivery import Pending
+    from worker.sender import Sender
 
 
 def utc_now() -> datetime:
@@ -34,6 +39,9 @@ class Runtime:
     # Feeds this process has polled successfully: if one of them later has no state in Redis, the
     # seen-store was wiped under us and the next poll re-baselines instead of flooding alerts.
     polled_feeds: set[str] = field(default_factory=set)
+    # A worker process's sender (worker.delivery.start_sender): every delivery it makes goes
+    # through it. None elsewhere: deliveries then send themselves (see worker.delivery).
+    sender: Sender[Pending] | None = None
 
     @property
     def settings(self) -> Settings:
@@ -71,9 +79,15 @@ class Runtime:
     def http(self) -> httpcore.ConnectionPool:
         return http_fetch.client(self.settings.polling.allow_private_addresses)
 
+    @cached_property
+    def delivery_http(self) -> httpcore.ConnectionPool:
+        """Webhook posts: a pool of their own, with a connection kept for every send in flight."""
+        delivery = self.settings.delivery
+        return webhook.connection_pool(self.settings.polling.allow_private_addresses, delivery.concurrency)
+
     def warm(self) -> Runtime:
-        """Build what jobs use (HTTP client and TLS context, stores) before the first job, once."""
-        _ = (self.http, self.outbox, self.seen_store, self.feed_states, self.items_queue)
+        """Build what jobs use (HTTP clients and TLS contexts, stores) before the first job, once."""
+        _ = (self.http, self.delivery_http, self.outbox, self.seen_store, self.feed_states, self.items_queue)
         return self
 
 

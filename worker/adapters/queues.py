@@ -17,7 +17,7 @@ from worker.core.models import Item
 ITEM_JOB = "worker.jobs.process_items"
 ITEMS_FAILURE_CALLBACK = "worker.jobs.on_items_failure"
 ITEM_RETRIES = 5
-ITEM_JOB_TIMEOUT = 45  # seconds: a batch takes milliseconds, plus up to INLINE_BUDGET of first tries
+ITEM_JOB_TIMEOUT = 45  # seconds: a batch takes milliseconds (without the worker's sender: + INLINE_BUDGET)
 JOB_TIMEOUT = 300  # the queues' default, for anything else
 RESULT_TTL = 600  # finished jobs stay visible in rq-dashboard for a while, then go
 FAILURE_TTL = int(timedelta(days=30).total_seconds())  # failed deliveries wait for replay-failed
@@ -39,9 +39,11 @@ def worker(
     name: str | None = None,
     work_horse_killed: Callable[..., None] | None = None,
     fork: bool = False,
+    after_job: Callable[[], None] | None = None,
 ) -> BaseWorker:
+    """`after_job` (simple workers only) runs after RQ has written each job's outcome."""
     worker_class: type[BaseWorker] = rqcompat.NewswatchForkingWorker if fork else rqcompat.NewswatchWorker
-    return worker_class(
+    rq_worker = worker_class(
         [queue(connection, n) for n in names],
         connection=connection,
         serializer=JSONSerializer,
@@ -51,6 +53,9 @@ def worker(
         worker_ttl=WORKER_TTL,
         work_horse_killed_handler=work_horse_killed,
     )
+    if isinstance(rq_worker, rqcompat.NewswatchWorker):
+        rq_worker.after_job = after_job
+    return rq_worker
 
 
 def queue(connection: redis.Redis, name: str) -> Queue:

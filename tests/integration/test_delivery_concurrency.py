@@ -1,0 +1,252 @@
+"""Deliveries side by side (SPEC §9): real `newswatch worker` processes, a real Redis, and
+receivers that answer slowly, as real ones do. Overlap is measured at the receiver, as the
+number of requests it holds at once, never as elapsed time."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, LocalServer, Response, feed_items, rss, stop_processes, wait_for
+from tests.integration.receivers import Answer, SlowReceiver
+from worker import delivery
+from worker.adapters import queues, rqcompat
+from worker.config import load_config
+from worker.pipeline import process_items
+from worker.polling import poll_feed
+from worker.runtime import Runtime, connect
+
+
+def stories(count: int, title: str = "DeepSeek Meldung") -> list[dict[str, str]]:
+    """`count` items, newest first as feeds list them, one minute apart."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "title": f"{title} {n:04d}",
+            "guid": f"{title}-{n}",
+            "link": f"https://n.example/{title.replace(' ', '-')}/{n}",
+            "pubDate": (now - timedelta(minutes=n)).strftime("%a, %d %b %Y %H:%M:%S +0000"),
+        }
+        for n in range(count)
+    ]
+
+
+@pytest.fixture
+def receiver() -> Iterator[SlowReceiver]:
+    server = SlowReceiver()
+    yield server
+    server.close()
+
+
+def write_config(tmp_path: Path, redis_url: str, feed: str, body: str, delivery: str = "") -> Path:
+    """`delivery` adds keys to (or overrides keys of) the delivery section."""
+    section = {"retries": ["1s", "1s"], "timeout": "10s"} | yaml.safe_load("{" + delivery + "}")
+    path = tmp_path / "newswatch.yaml"
+    path.write_text(
+        f"""
+redis: {{url: "{redis_url}"}}
+metrics: {{port: 0}}
+polling: {{interval: 1h, jitter: 0%, timeout: 5s, max_age: off, allow_private_addresses: true}}
+delivery: {json.dumps(section)}
+feeds:
+  - {{name: news, url: "{feed}"}}
+{body}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def runtime(config: Path) -> Runtime:
+    return connect(load_config(str(config), {}))
+
+
+def start_worker(config: Path, tmp_path: Path, name: str = "worker") -> subprocess.Popen[bytes]:
+    log = (tmp_path / f"{name}.log").open("ab")
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "worker", "--config", str(config)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+    )  # fmt: skip
+
+
+def idle(rt: Runtime) -> bool:
+    """No job queued, running or held: every delivery is settled."""
+    counts = queues.queue_counts(rt.redis)
+    held = sum(rqcompat.scheduled_count(queues.queue(rt.redis, c.name)) for c in counts)
+    return held == 0 and all(c.queued == 0 and c.started == 0 for c in counts)
+
+
+def run_burst(
+    tmp_path: Path, redis_url: str, server: LocalServer, items: list[dict[str, str]], body: str, delivery: str
+) -> tuple[Runtime, subprocess.Popen[bytes]]:
+    """One worker process running, then a poll that finds `items`."""
+    server.routes["/feed"] = Response(rss(items))
+    rt = runtime(write_config(tmp_path, redis_url, server.url("/feed"), body, delivery))
+    worker = start_worker(Path(rt.config.path), tmp_path)
+    wait_for(lambda: rqcompat.live_workers(rt.redis) == 1, timeout=30)
+    poll_feed(rt, rt.settings.feeds[0])
+    return rt, worker
+
+
+def hook_config(receiver: SlowReceiver, *names: str, extra: dict[str, str] | None = None) -> str:
+    """One alert to webhook channels of these names, each on the receiver's path /<name>;
+    `extra` adds keys to a channel."""
+    channels = "\n".join(
+        f'  {name}: {{type: webhook, url: "{receiver.url("/" + name)}"{(extra or {}).get(name, "")}}}'
+        for name in names
+    )
+    return f"""
+alerts:
+  - {{name: deepseek, query: DeepSeek, channels: [{", ".join(names)}]}}
+channels:
+{channels}
+"""
+
+
+def test_deliveries_overlap_up_to_delivery_concurrency_and_no_further(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, receiver: SlowReceiver
+) -> None:
+    receiver.answer = lambda path, payload, tries: Answer(delay=0.2)
+    _, worker = run_burst(
+        tmp_path, redis_url, http_server, stories(40), hook_config(receiver, "hook"), "concurrency: 6"
+    )
+    try:
+        wait_for(lambda: len(receiver.delivered("/hook")) == 40, timeout=60)
+    finally:
+        stop_processes(worker)
+    assert receiver.peak["/hook"] == 6  # six at once, never seven
+    assert sorted(receiver.titles("/hook")) == [f"DeepSeek Meldung {n:04d}" for n in range(40)]
+
+
+def test_retries_go_out_side_by_side_too(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, receiver: SlowReceiver
+) -> None:
+    """Every first try meets a 503; the retries (RQ delivery jobs) overlap like first tries."""
+    receiver.answer = lambda path, payload, tries: (
+        Answer(503, delay=0, tag="first") if tries == 1 else Answer(200, delay=0.3, tag="retry")
+    )
+    rt, worker = run_burst(
+        tmp_path, redis_url, http_server, stories(20), hook_config(receiver, "hook"), "concurrency: 6"
+    )
+    try:
+        wait_for(lambda: len(receiver.delivered("/hook")) == 20, timeout=60)
+        wait_for(lambda: idle(rt), timeout=30)
+    finally:
+        stop_processes(worker)
+    assert receiver.peak["/hook#retry"] == 6
+    assert set(receiver.tries.values()) == {2}  # one failed try and one retry for each, no more
+    assert collections.Counter(receiver.titles("/hook")).most_common(1)[0][1] == 1
+
+
+def test_a_channel_cap_holds_while_other_channels_use_the_rest(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, receiver: SlowReceiver
+) -> None:
+    receiver.answer = lambda path, payload, tries: Answer(delay=0.2)
+    body = hook_config(receiver, "fragile", "hook", extra={"fragile": ", concurrency: 2"})
+    _, worker = run_burst(tmp_path, redis_url, http_server, stories(30), body, "")
+    try:
+        wait_for(
+            lambda: len(receiver.delivered("/fragile")) == len(receiver.delivered("/hook")) == 30, timeout=60
+        )
+    finally:
+        stop_processes(worker)
+    assert receiver.peak["/fragile"] == 2
+    assert receiver.peak["/hook"] > 2  # the other channel was not held to the fragile one's cap
+
+
+def test_a_dead_receiver_does_not_delay_another_channel(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, receiver: SlowReceiver
+) -> None:
+    """A receiver that accepts connections and never answers holds its sends until their
+    timeout. It has taken every slot it may before the other channel's alerts come; those
+    still all arrive while the dead receiver's sends hang."""
+    receiver.answer = lambda path, payload, tries: Answer(delay=0.1)
+    receiver.hold("/dead")
+    body = f"""
+alerts:
+  - {{name: doomed, query: "title:Marktbericht", channels: [dead]}}
+  - {{name: deepseek, query: DeepSeek, channels: [live]}}
+channels:
+  dead: {{type: webhook, url: "{receiver.url("/dead")}"}}
+  live: {{type: webhook, url: "{receiver.url("/live")}"}}
+"""
+    doomed, wanted = stories(20, "Marktbericht"), stories(20)
+    rt, worker = run_burst(tmp_path, redis_url, http_server, doomed, body, "concurrency: 8, timeout: 60s")
+    try:
+        wait_for(lambda: receiver.in_flight["/dead"] >= 7, timeout=30)  # every slot it may take
+        http_server.routes["/feed"] = Response(rss(doomed + wanted))
+        poll_feed(rt, rt.settings.feeds[0])
+        wait_for(lambda: len(receiver.delivered("/live")) == 20, timeout=30)
+        # Every alert for the live channel arrived while the dead one's sends all still hung ...
+        assert receiver.delivered("/dead") == [] and receiver.in_flight["/dead"] >= 7
+        receiver.release("/dead")
+        wait_for(lambda: len(receiver.delivered("/dead")) == 20, timeout=60)  # ... and none was lost
+    finally:
+        stop_processes(worker)
+    assert receiver.peak["/dead"] == 7  # of 8 slots: one stays free for a channel with none in flight
+
+
+def test_one_alert_with_many_items_holds_up_another_by_one_turn(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, receiver: SlowReceiver
+) -> None:
+    receiver.answer = lambda path, payload, tries: Answer(delay=0.1)
+    body = f"""
+alerts:
+  - {{name: broad, query: "title:Marktbericht", channels: [hook]}}
+  - {{name: narrow, query: "title:Eilmeldung", channels: [hook]}}
+channels:
+  hook: {{type: webhook, url: "{receiver.url("/hook")}"}}
+"""
+    rt = runtime(write_config(tmp_path, redis_url, http_server.url("/feed"), body, "concurrency: 4"))
+    delivery.start_sender(rt)  # as a worker process has it
+    url = rt.settings.feeds[0].url
+    broad = [i.to_dict() for i in feed_items("news", rss(stories(200, "Marktbericht")), url)]
+    narrow = [i.to_dict() for i in feed_items("news", rss(stories(1, "Eilmeldung")), url)]
+    try:
+        process_items(rt, "news", broad)  # 200 alerts wait for 4 slots
+        process_items(rt, "news", narrow)
+        wait_for(lambda: len(receiver.delivered("/hook")) == 201, timeout=60)
+    finally:
+        delivery.stop_sender(rt, finish=True)
+    position = receiver.titles("/hook").index("Eilmeldung 0000")
+    assert position < 2 * 4, position  # the next free slot, not after the 200
+
+
+def test_sigterm_with_a_thousand_deliveries_waiting_loses_and_doubles_none(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, receiver: SlowReceiver
+) -> None:
+    receiver.answer = lambda path, payload, tries: Answer(delay=0.1)
+    items = stories(1000)
+    rt, first = run_burst(tmp_path, redis_url, http_server, items, hook_config(receiver, "hook"), "")
+    second = None
+    try:
+        wait_for(lambda: len(receiver.delivered("/hook")) >= 100, timeout=60, interval=0.02)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 0
+        log = (tmp_path / "worker.log").read_text(errors="replace")
+        handed_back = re.search(r"stopping: (\d+) deliveries not started went back to their jobs", log)
+        assert handed_back and int(handed_back.group(1)) > 0, log[-2000:]
+        assert (
+            len(receiver.delivered("/hook")) < 1000
+        )  # what the stopped worker had not sent waits for another
+        second = start_worker(Path(rt.config.path), tmp_path, "second")
+        wait_for(lambda: len(receiver.delivered("/hook")) >= 1000, timeout=120, interval=0.2)
+        wait_for(lambda: idle(rt), timeout=60, interval=0.2)
+    finally:
+        stop_processes(*[p for p in (first, second) if p is not None])
+    counts = collections.Counter(receiver.titles("/hook"))
+    assert set(counts) == {i["title"] for i in items}
+    assert max(counts.values()) == 1
+    assert receiver.peak["/hook"] <= 16
