@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from worker.adapters.smtp import SmtpTarget, send_email
+from worker.adapters.smtp import SmtpTarget
 from worker.adapters.webhook import SendOutcome, send_webhook
 from worker.config import EmailChannel, LogChannel, WebhookChannel
 from worker.core.errors import PermanentDeliveryError
@@ -50,5 +50,5 @@ def _send_email(rt: Runtime, channel: EmailChannel, delivery: Delivery, timeout:
         timeout=timeout,
     )
     message = alert_email(delivery, channel.from_, channel.to, rt.clock())
-    outcome = send_email(target, message, channel.from_, channel.to)
+    outcome = rt.smtp_sessions.send(target, message, channel.from_, channel.to)
     return SendOutcome(outcome.code, outcome.seconds, f"SMTP {outcome.code} {outcome.reply}")

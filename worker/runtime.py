@@ -16,6 +16,7 @@ from rq import Queue
 
 from worker.adapters import http_fetch, keys, queues, webhook
 from worker.adapters.outbox import Outbox
+from worker.adapters.smtp import SmtpSessions
 from worker.adapters.store import FeedStateStore, SeenStore
 from worker.config import Config, Settings
 from worker.core.outbox import AlertPolicy
@@ -84,6 +85,11 @@ class Runtime:
         """Webhook posts: a pool of their own, with a connection kept for every send in flight."""
         delivery = self.settings.delivery
         return webhook.connection_pool(self.settings.polling.allow_private_addresses, delivery.concurrency)
+
+    @cached_property
+    def smtp_sessions(self) -> SmtpSessions:
+        """Open SMTP sessions, reused from one alert to the next (adapters/smtp.py)."""
+        return SmtpSessions()
 
     def warm(self) -> Runtime:
         """Build what jobs use (HTTP clients and TLS contexts, stores) before the first job, once."""

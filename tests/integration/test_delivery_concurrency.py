@@ -9,10 +9,13 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,9 @@ from tests.conftest import ROOT, LocalServer, Response, feed_items, rss, stop_pr
 from tests.integration.receivers import Answer, SlowReceiver
 from worker import delivery
 from worker.adapters import queues, rqcompat
+from worker.adapters.smtp import SmtpSessions, SmtpTarget
 from worker.config import load_config
+from worker.core.errors import DeliveryError
 from worker.pipeline import process_items
 from worker.polling import poll_feed
 from worker.runtime import Runtime, connect
@@ -250,3 +255,89 @@ def test_sigterm_with_a_thousand_deliveries_waiting_loses_and_doubles_none(
     assert set(counts) == {i["title"] for i in items}
     assert max(counts.values()) == 1
     assert receiver.peak["/hook"] <= 16
+
+
+# --- email ----------------------------------------------------------------------------------------
+
+
+def test_email_goes_out_side_by_side_on_reused_sessions(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    from tests.integration.mail_servers import RecordingHandler, start_mail_server
+
+    mail = start_mail_server("plain", tmp_path, RecordingHandler(delay=0.2))
+    body = f"""
+alerts:
+  - {{name: deepseek, query: DeepSeek, channels: [mail]}}
+channels:
+  mail:
+    type: email
+    to: [ops@example.org]
+    from: newswatch@example.org
+    concurrency: 4
+    smtp: {{host: 127.0.0.1, port: {mail.port}, starttls: false}}
+"""
+    try:
+        _, worker = run_burst(tmp_path, redis_url, http_server, stories(24), body, "")
+        try:
+            wait_for(lambda: len(mail.handler.received) == 24, timeout=60)
+        finally:
+            stop_processes(worker)
+    finally:
+        mail.stop()
+    assert mail.handler.peak_in_data == 4  # four messages in flight at once, the channel's cap
+    assert len(mail.handler.sessions) <= 4  # one SMTP session per slot, reused for the rest
+
+
+def _smtp_target(port: int, timeout: float = 5.0) -> SmtpTarget:
+    return SmtpTarget("127.0.0.1", port, False, False, True, None, None, None, timeout)
+
+
+def _mail(subject: str) -> EmailMessage:
+    message = EmailMessage()
+    message["Subject"], message["From"], message["To"] = subject, "newswatch@example.org", "ops@example.org"
+    message.set_content("DeepSeek")
+    return message
+
+
+def test_an_smtp_session_the_server_dropped_is_replaced_without_a_failure(tmp_path: Path) -> None:
+    from tests.integration.mail_servers import start_mail_server
+
+    first = start_mail_server("plain", tmp_path)
+    sessions = SmtpSessions()
+    sessions.send(_smtp_target(first.port), _mail("one"), "newswatch@example.org", ["ops@example.org"])
+    first.stop()  # a restart drops the session we keep open
+    second = start_mail_server("plain", tmp_path, port=first.port)
+    try:
+        sessions.send(_smtp_target(first.port), _mail("two"), "newswatch@example.org", ["ops@example.org"])
+    finally:
+        second.stop()
+    assert [r.message["Subject"] for r in first.handler.received + second.handler.received] == ["one", "two"]
+
+
+def test_an_smtp_server_that_drips_is_cut_off_at_the_message_deadline() -> None:
+    """Each line of its greeting comes well within the socket timeout, forever; the message as
+    a whole still ends at `timeout`."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stop = threading.Event()
+
+    def drip() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            while not stop.wait(0.2):
+                connection.sendall(b"220-still here\r\n")
+
+    threading.Thread(target=drip, daemon=True).start()
+    try:
+        with pytest.raises(DeliveryError, match="timed out"):
+            SmtpSessions().send(
+                _smtp_target(listener.getsockname()[1], timeout=1.0),
+                _mail("x"),
+                "a@example.org",
+                ["b@example.org"],
+            )
+    finally:
+        stop.set()
+        listener.close()
