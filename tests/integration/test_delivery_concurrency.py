@@ -229,6 +229,22 @@ channels:
     assert position < 2 * 4, position  # the next free slot, not after the 200
 
 
+def test_alerts_of_one_feed_reach_a_channel_in_publication_order(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, receiver: SlowReceiver
+) -> None:
+    """One at a time (the channel's cap), across batches: the feed lists newest first, the
+    receiver gets oldest first."""
+    receiver.answer = lambda path, payload, tries: Answer(delay=0.01)
+    items = stories(120)  # three batches of 50
+    body = hook_config(receiver, "hook", extra={"hook": ", concurrency: 1"})
+    _, worker = run_burst(tmp_path, redis_url, http_server, items, body, "")
+    try:
+        wait_for(lambda: len(receiver.delivered("/hook")) == 120, timeout=60)
+    finally:
+        stop_processes(worker)
+    assert receiver.titles("/hook") == [i["title"] for i in reversed(items)]
+
+
 def test_sigterm_with_a_thousand_deliveries_waiting_loses_and_doubles_none(
     tmp_path: Path, redis_url: str, http_server: LocalServer, receiver: SlowReceiver
 ) -> None:

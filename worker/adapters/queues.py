@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import redis
 from rq import Callback, Queue, Retry
@@ -21,6 +21,7 @@ ITEM_JOB_TIMEOUT = 45  # seconds: a batch takes milliseconds (without the worker
 JOB_TIMEOUT = 300  # the queues' default, for anything else
 RESULT_TTL = 600  # finished jobs stay visible in rq-dashboard for a while, then go
 FAILURE_TTL = int(timedelta(days=30).total_seconds())  # failed deliveries wait for replay-failed
+_DAWN = datetime.min.replace(tzinfo=UTC)
 
 
 # Recovery from a killed worker, deliberately fast. RQ keeps a running job's registry entry alive
@@ -66,7 +67,10 @@ def enqueue_item_batches(
     items_queue: Queue, feed: str, items: Sequence[Item], batch_size: int, baseline: bool = False
 ) -> int:
     """Push items in batches (one job per batch keeps queue overhead per item small). Returns jobs.
-    Batches carry retries: a batch whose worker died is re-run (the commit makes that safe)."""
+    Batches carry retries: a batch whose worker died is re-run (the commit makes that safe).
+    Oldest first: feeds list their newest items first, and batches are worked in queue order,
+    so a feed's alerts reach a channel in publication order (undated items last, in feed order)."""
+    items = sorted(items, key=lambda item: (item.published is None, item.published or _DAWN))
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     if not batches:
         return 0
