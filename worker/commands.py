@@ -60,7 +60,7 @@ def worker(
         return EXIT_USAGE
     level = logging.getLevelName(logging.getLogger().level)
     # Deliveries go out side by side on the process's sender; a forked work horse keeps none.
-    sender = None if fork else delivery.start_sender(rt)
+    after_job = None if fork else delivery.start_sender(rt)
     finish = False
     wait = 1.0
     try:
@@ -68,9 +68,8 @@ def worker(
             try:
                 # with_scheduler: RQ's scheduler moves retries back onto the queue when their time comes.
                 rq_worker = queues.worker(
-                    rt.redis, names, name, monitoring.work_horse_killed, fork,
-                    after_job=sender.admit_handed_off if sender else None,
-                )  # fmt: skip
+                    rt.redis, names, name, monitoring.work_horse_killed, fork, after_job=after_job
+                )
                 rq_worker.work(burst=burst, with_scheduler=True, logging_level=level)
                 finish = burst and not rqcompat.stop_requested(rq_worker)
                 return EXIT_OK

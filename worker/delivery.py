@@ -32,7 +32,7 @@ claim lapses.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -49,6 +49,12 @@ from worker.sender import Sender
 log = logging.getLogger(__name__)
 # How long a batch job without the worker's sender goes on starting its first tries.
 INLINE_BUDGET = timedelta(seconds=10)
+# After a job, a worker whose sender has more than a round of sends waiting takes its next job
+# only once that has shrunk, or after ROOM_WAIT: the other workers take the jobs meanwhile.
+ROOM_WAIT = timedelta(milliseconds=500)
+# A channel whose oldest send in flight has lasted this long is stalled (a dead or very slow
+# receiver): what waits for it does not make the worker wait.
+STALLED_AFTER = timedelta(seconds=1)
 HANDED_OFF = "handed off"  # deliver(): the worker's sender has it now
 
 
@@ -208,10 +214,23 @@ def make_sender(rt: Runtime) -> Sender[Pending]:
     )
 
 
-def start_sender(rt: Runtime) -> Sender[Pending]:
-    """The sender of a worker process, for every delivery it makes, until `stop_sender`."""
+def start_sender(rt: Runtime) -> Callable[[], None]:
+    """The sender of a worker process, for every delivery it makes, until `stop_sender`.
+    Returns what the worker runs after each job (see `after_job`)."""
     rt.sender = make_sender(rt)
-    return rt.sender
+    return lambda: after_job(rt)
+
+
+def after_job(rt: Runtime) -> None:
+    """Run by the worker once RQ has written a job's outcome: the sends the job handed off may
+    start now. Then, while more than one round of sends waits here for receivers that answer,
+    the worker waits (at most ROOM_WAIT) before its next job, so that in a burst the workers
+    share the batches by how fast they send, not by how fast they match."""
+    sender = rt.sender
+    if sender is None:
+        return
+    sender.admit_handed_off()
+    sender.wait_for_room(rt.settings.delivery.concurrency, ROOM_WAIT, STALLED_AFTER)
 
 
 def stop_sender(rt: Runtime, finish: bool) -> None:

@@ -18,7 +18,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from worker.core.lanes import Lanes, Limits
@@ -45,6 +45,7 @@ class Sender(Generic[T]):
         self._refresh, self._refresh_every = refresh, refresh_every
         self._cond = threading.Condition()
         self._in_flight: Counter[str] = Counter()
+        self._sending: dict[str, tuple[str, datetime]] = {}  # thread -> channel, start of its send
         self._handed: list[T] = []
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -71,6 +72,19 @@ class Sender(Generic[T]):
         if handed:
             self.submit(handed)
 
+    def wait_for_room(self, limit: int, at_most: timedelta, stalled_after: timedelta) -> None:
+        """Block while more than `limit` entries wait for channels that are moving, for at most
+        `at_most`: the worker takes its next job only then, so another worker with free slots
+        takes it instead. A channel whose oldest send in flight has lasted `stalled_after` is
+        not moving (a dead or very slow receiver): what waits for it never holds the worker."""
+        deadline = self._clock() + at_most
+        with self._cond:
+            while self._moving_backlog(stalled_after) > limit:
+                left = (deadline - self._clock()).total_seconds()
+                if left <= 0:
+                    return
+                self._cond.wait(timeout=min(left, 0.1))  # a send ending wakes it; a stall does not
+
     def in_flight(self) -> int:
         with self._cond:
             return sum(self._in_flight.values())
@@ -78,6 +92,12 @@ class Sender(Generic[T]):
     def waiting(self) -> int:
         with self._cond:
             return len(self._lanes) + len(self._handed)
+
+    def _moving_backlog(self, stalled_after: timedelta) -> int:
+        """Called with the lock held."""
+        since = self._clock() - stalled_after
+        stalled = {channel for channel, started in self._sending.values() if started < since}
+        return sum(n for channel, n in self._lanes.waiting_by_channel().items() if channel not in stalled)
 
     # --- stopping ------------------------------------------------------------------------------
 
@@ -140,6 +160,7 @@ class Sender(Generic[T]):
                     self._cond.wait()
                 channel, entry = taken
                 self._in_flight[channel] += 1
+                self._sending[threading.current_thread().name] = (channel, self._clock())
             try:
                 self._work(entry)
             except Exception:  # `work` settles its own failures; this is a bug, and must not kill the slot
@@ -147,6 +168,7 @@ class Sender(Generic[T]):
             finally:
                 with self._cond:
                     self._in_flight[channel] -= 1
+                    del self._sending[threading.current_thread().name]
                     self._cond.notify_all()
 
     def _keep_alive(self) -> None:

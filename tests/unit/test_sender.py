@@ -97,3 +97,30 @@ def test_a_stopping_sender_hands_back_what_has_not_started_and_ends_what_has(rec
     assert s.close(datetime.now(UTC) - timedelta(seconds=1), grace=5) == 3
     assert sorted(recorder.handed_back) == ["c", "d", "e"]
     assert sorted(recorder.done) == ["a", "b"]  # waited for, not abandoned
+
+
+def test_a_worker_waits_for_room_but_not_for_a_stalled_channel(recorder: Recorder) -> None:
+    """After a job, the worker takes its next one only once at most a round of sends waits:
+    another worker with free slots takes it meanwhile. What waits for a channel whose sends
+    hang does not hold the worker."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    s = Sender(
+        Limits(2),
+        ["hook"],
+        lane_of=lambda entry: ("hook", "alert", entry),
+        work=recorder.work,
+        hand_back=recorder.hand_back,
+        clock=lambda: now[0],
+    )
+    s.submit(["a", "b", "c", "d", "e"])
+    wait_for(lambda: s.in_flight() == 2, timeout=5, interval=0.01)
+    waited = threading.Event()
+    waiter = threading.Thread(
+        target=lambda: (s.wait_for_room(2, timedelta(hours=1), timedelta(seconds=1)), waited.set())
+    )
+    waiter.start()
+    assert not waited.wait(0.2)  # three wait for a channel that is moving: no new job yet
+    now[0] += timedelta(seconds=2)  # the sends in flight have hung for 2 s: the channel stalled
+    assert waited.wait(5)
+    recorder.gate.set()
+    s.close(None, grace=5)

@@ -52,6 +52,7 @@ class Lanes(Generic[T]):
         self._starts = itertools.count()
         self._last_start: dict[str, int] = {}
         self._size = 0
+        self._per_channel: dict[str, int] = {}
 
     def __len__(self) -> int:
         return self._size
@@ -62,6 +63,10 @@ class Lanes(Generic[T]):
         heapq.heappush(lanes.setdefault(alert, []), (order, next(self._arrivals), entry))
         self._channels.add(channel)
         self._size += 1
+        self._per_channel[channel] = self._per_channel.get(channel, 0) + 1
+
+    def waiting_by_channel(self) -> dict[str, int]:
+        return {channel: count for channel, count in self._per_channel.items() if count}
 
     def take(self, in_flight: Mapping[str, int]) -> tuple[str, T] | None:
         """The next entry to send and its channel, or None while nothing may start."""
@@ -83,6 +88,7 @@ class Lanes(Generic[T]):
         """Everything waiting, removed."""
         waiting = self.entries()
         self._waiting.clear()
+        self._per_channel.clear()
         self._size = 0
         return waiting
 
@@ -106,4 +112,5 @@ class Lanes(Generic[T]):
         if not lanes:
             del self._waiting[channel]
         self._size -= 1
+        self._per_channel[channel] -= 1
         return entry
