@@ -152,15 +152,7 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def burst(
-    connection: redis.Redis, redis_url: str, workdir: Path, receiver: SlowReceiver, workers: int
-) -> dict[str, float]:
-    """1,000 matching items put on the item queue at once, workers already running: alerts/s
-    from that moment to the last alert's arrival (dedupe, match, commit and delivery)."""
-    from worker.adapters import keys, queues, rqcompat
-
-    connection.flushall()
-    receiver.reset()
+def _burst_config(redis_url: str, workdir: Path, receiver: SlowReceiver) -> Path:
     config = workdir / "burst.yaml"
     config.write_text(
         f"""
@@ -174,13 +166,53 @@ channels:
 """,
         encoding="utf-8",
     )
-    items = _burst_items(BURST)
+    return config
+
+
+def _queue_items(connection: redis.Redis, config: Path) -> None:
+    """The burst as a poll would queue it: 1,000 items in batches of 50."""
+    from worker.adapters import keys, queues
+
+    queues.enqueue_item_batches(queues.queue(connection, keys.ITEMS_QUEUE), "burst", _burst_items(BURST), 50)
+
+
+def _queue_delivery_jobs(connection: redis.Redis, config: Path) -> None:
+    """The burst as the end of a receiver outage leaves it: 1,000 delivery jobs due at once."""
+    from worker.config import load_config
+    from worker.core.render import deliveries_for
+    from worker.core.rules import classify
+    from worker.runtime import connect
+
+    rt = connect(load_config(str(config), {}))
+    now = rt.clock()
+    deliveries = [d for i in _burst_items(BURST) for d in deliveries_for(classify(i, rt.config.rules), now)]
+    with connection.pipeline() as pipe:
+        rt.outbox.enqueue(pipe, deliveries)
+        pipe.execute()
+
+
+def burst(
+    connection: redis.Redis,
+    redis_url: str,
+    workdir: Path,
+    receiver: SlowReceiver,
+    workers: int,
+    as_retries: bool = False,
+) -> dict[str, float]:
+    """1,000 matching items put on the item queue at once (`as_retries`: 1,000 delivery jobs
+    due at once), workers already running: alerts/s from that moment to the last alert's
+    arrival (dedupe, match, commit and delivery; or RQ's job runs and delivery)."""
+    from worker.adapters import rqcompat
+
+    connection.flushall()
+    receiver.reset()
+    config = _burst_config(redis_url, workdir, receiver)
     processes = _start_workers(config, workers, workdir)
     try:
         if not _wait_until(lambda: rqcompat.live_workers(connection) >= workers, timeout=60):
             raise RuntimeError("burst: workers did not start")
         started = time.monotonic()
-        queues.enqueue_item_batches(queues.queue(connection, keys.ITEMS_QUEUE), "burst", items, 50)
+        (_queue_delivery_jobs if as_retries else _queue_items)(connection, config)
         if not _wait_until(lambda: receiver.count() >= BURST, timeout=600):
             raise RuntimeError(f"burst: {receiver.count()} of {BURST} alerts arrived")
         last = max(t for t, _ in receiver.arrivals)
@@ -207,6 +239,13 @@ def bursts(
                     key: statistics.median(m[key] for m in measured) for key in measured[0]
                 }
                 print(f"bench: burst at {latency * 1000:.0f} ms, {workers} worker(s) done", flush=True)
+            if latency == 0.1:
+                measured = [
+                    burst(connection, redis_url, workdir, receiver, 2, as_retries=True) for _ in range(runs)
+                ]
+                results["100"]["retries_2"] = {
+                    key: statistics.median(m[key] for m in measured) for key in measured[0]
+                }
         finally:
             receiver.close()
     return results
@@ -311,6 +350,15 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         lines.append(
             (f"1,000-alert burst at {ms} ms, alerts/s, 1 / 2 workers", f"{one['alerts_per_s']:,.0f} / {two['alerts_per_s']:,.0f} (ceiling {ceiling})", "", "")
         )  # fmt: skip
+    retries = d["burst"]["100"]["retries_2"]["alerts_per_s"]
+    lines.append(
+        (
+            "1,000 delivery jobs due at once at 100 ms, alerts/s, 2 workers",
+            f"{retries:,.0f} (ceiling {_ceiling(100, 2):,.0f})",
+            "",
+            "",
+        )
+    )
     s = d["smtp"]
     lines.append(
         (

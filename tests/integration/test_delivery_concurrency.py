@@ -155,6 +155,52 @@ def test_retries_go_out_side_by_side_too(
     assert collections.Counter(receiver.titles("/hook")).most_common(1)[0][1] == 1
 
 
+def test_retries_handed_to_the_sender_keep_rqs_tries_failed_registry_and_replay(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, receiver: SlowReceiver
+) -> None:
+    """Through the worker's sender, a retry that meets a 410 fails for good at once, one that
+    keeps failing gets exactly 1 + len(retries) tries; both land in the failed registry with
+    their reason, and replay-failed sends them again under their original ids."""
+    healed = {"yes": False}
+
+    def answer(path: str, payload: dict[str, object], tries: int) -> Answer:
+        if healed["yes"]:
+            return Answer(200, delay=0.05)
+        if path == "/gone":
+            return Answer(503 if tries == 1 else 410, delay=0.05)
+        return Answer(503, delay=0.05)
+
+    receiver.answer = answer
+    rt, worker = run_burst(
+        tmp_path, redis_url, http_server, stories(3), hook_config(receiver, "gone", "down"), ""
+    )
+    try:
+        wait_for(lambda: rqcompat.failed_count(rt.deliveries_queue) == 6 and idle(rt), timeout=60)
+        reasons = {
+            job.args[0]["channel"]: rqcompat.failure_reason(job)
+            for job in rqcompat.failed_jobs(rt.deliveries_queue)
+        }
+        assert reasons == {"gone": "PermanentDeliveryError: webhook gone: HTTP 410 Gone, receiver refuses alerts",
+                           "down": "DeliveryError: webhook down: HTTP 503"}  # fmt: skip
+        assert {
+            path: tries for path, tries in collections.Counter(a.path for a in receiver.arrivals).items()
+        } == {
+            "/gone": 3 * 2,  # a 503, then the 410: no further try
+            "/down": 3 * 3,  # one try and the two retries of the test config
+        }
+        failed_ids = {job.id for job in rqcompat.failed_jobs(rt.deliveries_queue)}
+        healed["yes"] = True
+        from worker import commands
+
+        assert commands.replay_failed(rt.config, None) == 0
+        wait_for(lambda: len(receiver.delivered("/gone")) + len(receiver.delivered("/down")) == 6, timeout=60)
+        wait_for(lambda: idle(rt) and rqcompat.failed_count(rt.deliveries_queue) == 0, timeout=30)
+    finally:
+        stop_processes(worker)
+    replayed = {a.headers["webhook-id"] for a in receiver.delivered("/gone") + receiver.delivered("/down")}
+    assert replayed == failed_ids
+
+
 def test_a_channel_cap_holds_while_other_channels_use_the_rest(
     tmp_path: Path, redis_url: str, http_server: LocalServer, receiver: SlowReceiver
 ) -> None:
