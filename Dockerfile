@@ -3,9 +3,11 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md scheduler.py ./
 COPY worker ./worker
+# pip and setuptools build the venv; at run time they are dead weight (6 MB) and pip a way to
+# install things, so both leave the venv here.
 RUN python -m venv /opt/newswatch \
     && /opt/newswatch/bin/pip install --no-cache-dir . \
-    && /opt/newswatch/bin/pip uninstall --yes pip
+    && /opt/newswatch/bin/pip uninstall --yes pip setuptools
 
 FROM python:3.11-slim
 # No pip in the running image: nothing gets installed at run time.

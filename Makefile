@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck demo bench install clean
+.PHONY: run test lint typecheck demo bench image-check install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Redis (REDIS_URL, else the checkout's own on 127.0.0.1:6390), then the daemon; Ctrl-C stops
+# both. `.venv/bin/newswatch status` in another shell of this checkout shows what it does.
 run: $(STAMP)
-	@url=$$($(PY) scripts/ensure_redis.py) || exit 1; \
-	echo "newswatch: Redis at $$url" | sed -E 's#://[^@/]*@#://***@#'; \
-	REDIS_URL="$$url" exec $(VENV)/bin/newswatch run --config $${NEWSWATCH_CONFIG:-config/newswatch.yaml}
+	@$(PY) scripts/run.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -39,5 +39,11 @@ bench: $(STAMP)
 	$(PY) scripts/ensure_redis.py --binary
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+# Builds the container image here (podman, a stand-in base from Debian's archive) and checks it
+# from the inside; needs root. README: "The container image, checked here".
+image-check: $(STAMP)
+	$(PY) scripts/image_check.py
+
 clean:
+	@if [ -x $(PY) ]; then $(PY) scripts/ensure_redis.py --stop; fi
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

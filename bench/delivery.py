@@ -159,6 +159,7 @@ def _burst_config(redis_url: str, workdir: Path, receiver: SlowReceiver) -> Path
 redis: {{url: "{redis_url}"}}
 metrics: {{port: 0}}
 polling: {{max_age: off, allow_private_addresses: true}}
+stories: off  # the burst's items differ only by their number: grouped, they would be one story
 alerts:
   - {{name: eilmeldung, query: "title:Eilmeldung", channels: [hook]}}
 channels:
@@ -304,7 +305,7 @@ def smtp_sessions(messages: int = 300, threads: int = 4) -> dict[str, float]:
         authenticator=lambda *args: AuthResult(success=True), auth_require_tls=True,
     )  # fmt: skip
     controller.start()
-    target = SmtpTarget("127.0.0.1", port, True, False, True, str(ca_file), "alerts", "s3cret", 10.0)
+    target = SmtpTarget("127.0.0.1", port, True, False, True, str(ca_file), "alerts", "s3cret", 10.0, True)
     message = EmailMessage()
     message["Subject"], message["From"], message["To"] = (
         "[newswatch] deepseek: x",

@@ -58,7 +58,19 @@ def main() -> int:
             print(f"demo: serving the Eulerpool sample at {feed_url}", flush=True)
             subprocess.run([*cli, "poll", *flags], env=env, check=True)
             print("demo: a worker processes the new items; alerts follow:", flush=True)
-            subprocess.run([*cli, "worker", "--burst", *flags], env=env, check=True)
+            worker = subprocess.run(
+                [*cli, "worker", "--burst", *flags], env=env, check=True, stdout=subprocess.PIPE, text=True
+            )
+            print(worker.stdout, end="", flush=True)
+            alerts = [
+                line.split()[1].removeprefix("alert=")
+                for line in worker.stdout.splitlines()
+                if line.startswith("ALERT ")
+            ]
+            # The README says what the demo shows; this line says it again, from what happened.
+            print(
+                f"demo: {len(alerts)} alerts ({', '.join(alerts)}) for the one DeepSeek story of the sample"
+            )
         finally:
             redis_proc.terminate()
             redis_proc.wait()

@@ -48,6 +48,7 @@ def _send_email(rt: Runtime, channel: EmailChannel, delivery: Delivery, timeout:
         username=smtp.username,
         password=smtp.password,
         timeout=timeout,
+        allow_private=rt.settings.polling.allow_private_addresses,
     )
     message = alert_email(delivery, channel.from_, channel.to, rt.clock())
     outcome = rt.smtp_sessions.send(target, message, channel.from_, channel.to)

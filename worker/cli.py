@@ -7,14 +7,17 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
+from datetime import timedelta
+from types import FrameType, ModuleType
 from typing import Any
 
 import redis
 
 from worker import __version__
-from worker.config import Config, load_config
+from worker.config import READ_ONLY_COMMANDS, Config, address_warnings, load_config, query_warnings
 from worker.core.errors import ConfigError, DeliveryError
+from worker.core.text import printable
+from worker.core.units import parse_duration
 from worker.logs import configure_logging
 
 log = logging.getLogger("newswatch")
@@ -58,14 +61,40 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay-failed", parents=[common], help="send failed deliveries again")
     replay.add_argument("--channel", help="only deliveries to this channel")
     sub.add_parser("health", parents=[common], help="exit 0 when Redis, scheduler and workers are alive")
+    recent = sub.add_parser("alerts", parents=[common], help="recent alerts and where each delivery stands")
+    recent.add_argument("--since", type=_duration, default="1d", help="how far back (default 1d)")
+    recent.add_argument("--json", action="store_true", help="machine-readable output")
+    recent.add_argument("--alert", help="only this alert")
+    recent.add_argument("--channel", help="only deliveries to this channel")
+    _add_archive_commands(sub, common)
     return parser
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as e:  # argparse says which option, then exits 2
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _add_archive_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`try` and `explain` (worker.backtest): the archive, read."""
+    try_ = sub.add_parser("try", parents=[common], help="what a query would have matched in the archive")
+    try_.add_argument("query", help="an alert query, e.g. 'DeepSeek OR \"künstliche Intelligenz\"'")
+    try_.add_argument("--since", default="3d", help="how far back (default 3d)")
+    try_.add_argument("--feed", help="only items of this feed")
+    try_.add_argument("--json", action="store_true", help="machine-readable output")
+    explain = sub.add_parser("explain", parents=[common], help="why each alert fired for an item, or not")
+    explain.add_argument("item_id", metavar="ITEM_ID", help="an item id, as in alerts and `try`")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     try:
-        config = load_config(args.config)
+        # Commands that send nothing do not need the channels' secrets (Config.unavailable).
+        config = load_config(args.config, read_only=args.command in READ_ONLY_COMMANDS)
     except ConfigError as e:
         print(f"newswatch: invalid configuration ({len(e.problems)} problem(s)):", file=sys.stderr)
         for problem in e.problems:
@@ -82,11 +111,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except redis.ConnectionError as e:
-        print(
-            f"newswatch: cannot reach Redis ({_redis_reason(e)}); check redis.url or REDIS_URL",
-            file=sys.stderr,
-        )
+        print(_unreachable(config, e), file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _unreachable(config: Config, error: redis.ConnectionError) -> str:
+    """Which Redis could not be reached, and where its URL came from: a newcomer's second shell
+    must learn whether it looked at make run's Redis or at the config's default."""
+    url = config.redact(config.settings.redis.url)
+    where = {"redis.url": f"redis.url in {config.path}", "REDIS_URL": "REDIS_URL"}.get(
+        config.redis_source, config.redis_source
+    )
+    message = f"newswatch: cannot reach Redis at {url} ({_redis_reason(error)}); the URL is from {where}"
+    if config.redis_source not in ("redis.url", "REDIS_URL"):
+        return message + " (is `make run` still running? It removes that file when it stops)"
+    return message + "; set REDIS_URL or redis.url to a running Redis (`make run` starts one)"
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
@@ -104,12 +143,21 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         "dashboard": lambda: commands.dashboard(config, args.bind, args.port),
         "replay-failed": lambda: commands.replay_failed(config, args.channel),
         "health": lambda: commands.health(config),
+        "alerts": lambda: commands.alerts(config, args.since, args.json, args.alert, args.channel),
+        "try": lambda: int(_backtest().try_query(config, args.query, args.since, args.feed, args.json)),
+        "explain": lambda: int(_backtest().explain_item(config, args.item_id, args.json)),
     }
     try:
         return handlers[args.command]()
     except DeliveryError as e:
-        print(f"newswatch: {e}", file=sys.stderr)
+        print(f"newswatch: {printable(str(e))}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _backtest() -> ModuleType:
+    from worker import backtest  # rich and the archive only for the commands that read it
+
+    return backtest
 
 
 def _check_config(config: Config) -> int:
@@ -118,6 +166,10 @@ def _check_config(config: Config) -> int:
         f"{config.path}: OK — {len(s.feeds)} feeds, {len(s.alerts)} alerts, "
         f"{len(s.topics)} topics, {len(s.channels)} channels"
     )
+    for warning in address_warnings(s):  # valid, but it will not work as written: exit stays 0
+        print(f"newswatch: warning: {warning}", file=sys.stderr)
+    for warning in query_warnings(s):  # valid, but likely not what was meant: exit stays 0
+        print(f"newswatch: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

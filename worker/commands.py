@@ -11,20 +11,24 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import redis
 
-from worker import channels, delivery, jobs, metrics, monitoring
+from worker import channels, delivery, history, jobs, metrics, monitoring
 from worker.adapters import keys, liveness, queues, rqcompat
-from worker.config import Config, FeedConfig
+from worker.config import DEFAULT_CHANNEL, Config, FeedConfig
 from worker.core.errors import DeliveryError
 from worker.core.models import AlertMatch, Item, utc_iso
 from worker.core.render import deliveries_for
 from worker.core.rules import Classified
+from worker.core.text import printable
+from worker.core.units import format_duration
+from worker.logs import rq_level
 from worker.polling import poll_feed, poll_threads
 from worker.runtime import Runtime, connect
+from worker.tables import print_table
 
 log = logging.getLogger("newswatch")
 T = TypeVar("T")
@@ -58,7 +62,7 @@ def worker(
             file=sys.stderr,
         )
         return EXIT_USAGE
-    level = logging.getLevelName(logging.getLogger().level)
+    level = rq_level(logging.getLevelName(logging.getLogger().level))
     # Deliveries go out side by side on the process's sender; a forked work horse keeps none.
     after_job = None if fork else delivery.start_sender(rt)
     finish = False
@@ -85,12 +89,29 @@ def worker(
 def poll(config: Config, feed_names: list[str] | None) -> int:
     feeds = config.settings.feeds
     if feed_names:
-        unknown = sorted(set(feed_names) - {f.name for f in feeds})
-        if unknown:
-            print(f"newswatch: unknown feed(s): {', '.join(unknown)}", file=sys.stderr)
+        if unknown_names("feed", feed_names, [f.name for f in feeds]):
             return EXIT_USAGE
         feeds = [f for f in feeds if f.name in feed_names]
     return poll_feeds(connect(config).warm(), feeds)  # TLS context and stores built before the clock
+
+
+def unknown_names(kind: str, given: Iterable[str | None], known: Iterable[str]) -> bool:
+    """Say which of the names given (None: none given) are not configured, and which are; True
+    if any is unknown: the command then exits 2 rather than doing nothing quietly."""
+    known = sorted(set(known))
+    unknown = sorted({name for name in given if name is not None} - set(known))
+    if unknown:
+        what = f"{kind}s" if len(unknown) > 1 else kind
+        listed = ", ".join(repr(name) for name in unknown)
+        print(
+            f"newswatch: unknown {what} {listed} (configured: {', '.join(known) or 'none'})", file=sys.stderr
+        )
+    return bool(unknown)
+
+
+def channel_names(config: Config) -> list[str]:
+    """Configured channels, and the console channel alerts use by default."""
+    return [*config.settings.channels, DEFAULT_CHANNEL, *config.unavailable]
 
 
 def poll_feeds(rt: Runtime, feeds: Sequence[FeedConfig]) -> int:
@@ -103,11 +124,12 @@ def poll_feeds(rt: Runtime, feeds: Sequence[FeedConfig]) -> int:
         for outcome in with_progress(
             list(outcomes) if sys.stderr.isatty() else outcomes, "polling", len(feeds)
         ):
+            # An error can quote the server (a Content-Type, say): printable before a terminal sees it.
             if outcome.status == "error":
                 failed += 1
-                print(f"{outcome.feed}: error: {outcome.error}")
+                print(f"{outcome.feed}: error: {printable(outcome.error or '')}")
             elif outcome.status == "disabled":
-                print(f"{outcome.feed}: disabled ({outcome.error})")
+                print(f"{outcome.feed}: disabled ({printable(outcome.error or '')})")
             else:
                 print(f"{outcome.feed}: {outcome.status}, {outcome.items} items, {outcome.enqueued} new")
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -139,15 +161,18 @@ def status_data(rt: Runtime) -> dict[str, Any]:
         feeds.append(
             {
                 "name": feed.name,
-                "url": rt.config.redact(moved or feed.url),
+                # url (a redirect's Location), error and warning can quote a server: printable.
+                "url": printable(rt.config.redact(moved or feed.url)),
                 "disabled": state.disabled,
                 "last_poll": _iso(state.last_poll),
                 "last_success": _iso(state.last_success),
                 "next_poll": None if state.disabled else _iso(next_poll),
-                "error": state.error,
+                "error": _printable_or_none(state.error),
                 "error_count": state.error_count,
                 "items_seen": state.items_seen,
-                "warning": state.warning,
+                # Published before polling.max_age: recorded, never alerted (say so, not silence).
+                "too_old": state.too_old,
+                "warning": _printable_or_none(state.warning),
             }
         )
     counts = queues.queue_counts(rt.redis)
@@ -156,11 +181,20 @@ def status_data(rt: Runtime) -> dict[str, Any]:
         "queues": [
             {"name": c.name, "queued": c.queued, "started": c.started, "failed": c.failed} for c in counts
         ],
+        # The newest failures, each with its reason: a count alone says nothing to act on.
+        "failed_deliveries": history.failed_deliveries(rt, FAILED_SHOWN),
     }
+
+
+FAILED_SHOWN = 20  # failed deliveries `status` lists; the queue's "failed" counts them all
 
 
 def _iso(moment: datetime | None) -> str | None:
     return utc_iso(moment) if moment else None
+
+
+def _printable_or_none(text: str | None) -> str | None:
+    return printable(text) if text is not None else None
 
 
 def status(config: Config, as_json: bool) -> int:
@@ -169,26 +203,56 @@ def status(config: Config, as_json: bool) -> int:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return EXIT_OK
     from rich.console import Console
-    from rich.table import Table
+    from rich.text import Text
 
-    feeds = Table(title="Feeds")
-    for column in ("feed", "last success", "next poll", "errors", "items seen", "problem"):
-        feeds.add_column(column)
-    for f in data["feeds"]:
-        problem = ("[red]disabled: [/red]" if f["disabled"] else "") + (f["error"] or f["warning"] or "")
-        feeds.add_row(
-            f["name"], f["last_success"] or "never", f["next_poll"] or "-", str(f["error_count"]),
-            str(f["items_seen"]), problem or "[green]ok[/green]",
-        )  # fmt: skip
-    queue_table = Table(title="Queues")
-    for column in ("queue", "queued", "started", "failed"):
-        queue_table.add_column(column)
-    for q in data["queues"]:
-        queue_table.add_row(q["name"], str(q["queued"]), str(q["started"]), str(q["failed"]))
     console = Console()
-    console.print(feeds)
-    console.print(queue_table)
+    rows = []
+    for f in data["feeds"]:
+        problem = Text(f["error"] or f["warning"] or "")
+        if f["disabled"]:
+            problem = Text.assemble(("disabled: ", "red"), problem)
+        rows.append([
+            Text(f["name"]), Text(f["last_success"] or "never"), Text(f["next_poll"] or "-"),
+            Text(str(f["error_count"])), Text(_items_seen(f)), problem or Text("ok", style="green"),
+        ])  # fmt: skip
+    columns = ("feed", "last success", "next poll", "errors", "items seen", "problem")
+    print_table(console, "Feeds", columns, rows, fold={"problem"})
+    if any(f["too_old"] for f in data["feeds"]):
+        max_age = config.settings.polling.max_age
+        age = format_duration(max_age) if max_age else "off"
+        note = f"too old: published before polling.max_age ({age}); recorded, never alerted"
+        console.print(Text(note), soft_wrap=True)
+    queue_rows = [
+        [Text(str(q[key])) for key in ("name", "queued", "started", "failed")] for q in data["queues"]
+    ]
+    print_table(console, "Queues", ("queue", "queued", "started", "failed"), queue_rows)
+    failed = sum(q["failed"] for q in data["queues"] if q["name"] == keys.DELIVERIES_QUEUE)
+    _print_failed(console, data["failed_deliveries"], failed)
     return EXIT_OK
+
+
+def _print_failed(console: Any, failed: list[dict[str, Any]], total: int) -> None:
+    from rich.text import Text
+
+    if not failed:
+        return
+    rows = [
+        [Text(d["failed_at"] or "-"), Text(d["alert"] or "?"), Text(d["channel"] or "?"),
+         Text(d["title"] or ""), Text(d["reason"] or "no reason stored")]
+        for d in failed
+    ]  # fmt: skip
+    title = (
+        f"Failed deliveries ({len(failed)} newest of {total})" if total > len(failed) else "Failed deliveries"
+    )
+    print_table(
+        console, title, ("failed at", "alert", "channel", "item", "reason"), rows, fold={"item", "reason"}
+    )
+    note = "newswatch replay-failed [--channel NAME] sends them again, with their original ids"
+    console.print(Text(note), soft_wrap=True)
+
+
+def _items_seen(feed: dict[str, Any]) -> str:
+    return f"{feed['items_seen']} ({feed['too_old']} too old)" if feed["too_old"] else str(feed["items_seen"])
 
 
 def sample_item() -> Item:
@@ -220,15 +284,18 @@ def test_alert(config: Config, channel: str) -> int:
     started = time.monotonic()
     try:
         outcome = channels.send(rt, delivery)
-    except DeliveryError as e:
-        print(f"test-alert {channel}: FAILED after {time.monotonic() - started:.2f}s: {e}")
+    except DeliveryError as e:  # its text can quote the receiver (an SMTP reply): printable
+        print(f"test-alert {channel}: FAILED after {time.monotonic() - started:.2f}s: {printable(str(e))}")
         return EXIT_FAILURE
     took = f"{outcome.seconds * 1000:.0f} ms"
-    print(f"test-alert {channel}: delivered ({outcome.detail}) in {took}, id {delivery.delivery_id}")
+    detail = printable(outcome.detail)
+    print(f"test-alert {channel}: delivered ({detail}) in {took}, id {delivery.delivery_id}")
     return EXIT_OK
 
 
 def replay_failed(config: Config, channel: str | None) -> int:
+    if unknown_names("channel", [channel], channel_names(config)):
+        return EXIT_USAGE
     rt = connect(config)
     queue = rt.deliveries_queue
     # A replay gets the configured tries again. Same job id = same delivery id = same
@@ -243,6 +310,36 @@ def replay_failed(config: Config, channel: str | None) -> int:
         rqcompat.requeue_failed(queue, job, retries)
     print(f"replayed {len(failed)} failed deliveries" + (f" to channel {channel}" if channel else ""))
     return EXIT_OK
+
+
+def alerts(config: Config, since: timedelta, as_json: bool, alert: str | None, channel: str | None) -> int:
+    """The alerts of the last `since`, each delivery with where it stands."""
+    if unknown_names("alert", [alert], [a.name for a in config.settings.alerts]) or unknown_names(
+        "channel", [channel], channel_names(config)
+    ):
+        return EXIT_USAGE
+    data = history.recent_alerts(connect(config), since, alert, channel)
+    if as_json:
+        print(json.dumps({"alerts": data}, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    if not data:
+        print(f"no alerts in the last {format_duration(since)}")
+    for entry in data:
+        print(f"{entry['time']}  {entry['alert']}  feed={entry['feed']}  {entry['title']}")
+        for d in entry["deliveries"]:
+            print(f"    {d['channel']}: {_delivery_words(d)}")
+    return EXIT_OK
+
+
+def _delivery_words(delivery: dict[str, Any]) -> str:
+    state = delivery["state"]
+    if state == "retrying":
+        return f"retrying, next try {delivery['next_try'] or 'soon'}"
+    if state == "waiting":
+        return f"first try due {delivery['next_try'] or 'now'}"
+    if state == "failed":
+        return f"failed: {delivery['reason'] or 'no reason stored'} (newswatch replay-failed sends it again)"
+    return str(state)
 
 
 def health(config: Config) -> int:

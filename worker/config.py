@@ -1,28 +1,42 @@
 """The one typed configuration: YAML + ${VAR} interpolation -> validated Settings -> compiled rules.
 
 Everything the daemon reads from its environment is read here, once; the result is passed down.
-Every problem is reported by its key path (`alerts[1].channels[0]: unknown channel 'slak'`), and
-no message ever repeats a configured value, so secrets cannot leak through errors.
+Every problem is reported by its key path (`alerts[1].channels[0]: unknown channel 'slak'`). A
+message may quote a value written in the file, never one written with ${VAR}, which may be a
+secret (see `_hide_interpolated`), so secrets from the environment cannot leak through errors.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+import httpx
+import sentry_sdk.utils
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
+from worker.adapters.http_fetch import request_url
+from worker.adapters.net import literal_blocked_reason
+from worker.config_yaml import read_yaml
 from worker.core.errors import ConfigError, QuerySyntaxError
 from worker.core.poll import config_fingerprint
-from worker.core.query import parse_query, parse_term_list
+from worker.core.query import is_plain_term, lowercase_operators, parse_query, parse_term_list
 from worker.core.render import secret_key
 from worker.core.rules import AlertRule, RuleSet, TopicRule
 from worker.core.text import fold
@@ -30,6 +44,9 @@ from worker.core.units import parse_duration, parse_fraction, parse_size
 
 DEFAULT_CONFIG = "config/newswatch.yaml"
 DEFAULT_CHANNEL = "console"
+# `make run` writes the URL of the Redis it runs here (relative to the checkout, the working
+# directory of every command run next to it) and removes it when it stops; see load_config.
+LOCAL_REDIS_RECORD = "var/redis.url"
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -51,6 +68,15 @@ def _http_url(value: object) -> str:
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http:// or https:// URL")
+    # The fetcher's own parsing (httpx), so a URL it would refuse (`0177.0.0.1`, a bad port) is
+    # a config error here, not a crash of the scheduler at start.
+    try:
+        target = request_url(value.strip())
+    except httpx.InvalidURL as e:
+        # httpx's message quotes the offending part after a colon or comma; only the kind is shown.
+        raise ValueError(f"not a URL newswatch can fetch: {re.split('[:,]', str(e))[0]}") from e
+    if not target.host or not 0 < (target.port or 80) < 65536:
+        raise ValueError("not a URL newswatch can fetch: it needs a host and a port from 1 to 65535")
     return value.strip()
 
 
@@ -75,6 +101,19 @@ class RedisSettings(_Model):
 class SentrySettings(_Model):
     dsn: str | None = None
     environment: str = "production"
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_parses(cls, value: str | None) -> str | None:
+        """Checked with sentry_sdk's own parser, which would otherwise fail every command at
+        start. Its message quotes parts of the DSN, a secret, so it is not repeated."""
+        if not value:
+            return None
+        try:
+            sentry_sdk.utils.Dsn(value)
+        except ValueError as e:  # BadDsn, or a port out of range
+            raise ValueError("not a Sentry DSN (like https://<public key>@<host>/<project id>)") from e
+        return value
 
 
 class MetricsSettings(_Model):
@@ -106,6 +145,63 @@ class DeliverySettings(_Model):
     concurrency: int = Field(default=16, ge=1, le=256)
 
 
+# --- stories and archive (SPEC §10) ---------------------------------------------------------------
+
+
+def _stories_switch(value: object) -> object:
+    """`stories: off` (YAML reads it as false) turns grouping off; `on` or nothing keeps defaults."""
+    if value is False or value == "off":
+        return {"enabled": False}
+    if value is True or value is None or value == "on":
+        return {}
+    return value
+
+
+def _similarity(value: object) -> float:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return parse_fraction(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a similarity between 0 and 1, such as 0.8 (or 80%)")
+    if not 0 < value <= 1:
+        raise ValueError("must be above 0 and at most 1")
+    return float(value)
+
+
+class StoriesSettings(_Model):
+    """Near-duplicate items within `window` whose similarity reaches `threshold` are one story."""
+
+    enabled: bool = True
+    window: Duration = timedelta(days=2)
+    threshold: Annotated[float, BeforeValidator(_similarity)] = 0.8
+
+    @field_validator("window")
+    @classmethod
+    def _window_positive(cls, value: timedelta) -> timedelta:
+        return _positive(value)
+
+
+class ArchiveSettings(_Model):
+    """The last `keep` of items (at most `max_items`), compressed, for `try` and `explain`."""
+
+    keep: Duration = timedelta(days=7)
+    max_items: int = Field(default=200_000, ge=1, le=100_000_000)
+
+    @field_validator("keep")
+    @classmethod
+    def _keep_positive(cls, value: timedelta) -> timedelta:
+        return _positive(value)
+
+
+def _positive(value: timedelta) -> timedelta:
+    """Windows are key lifetimes in Redis, which must be at least a second."""
+    if value < timedelta(seconds=1):
+        raise ValueError("must be at least 1s")
+    return value
+
+
+Stories = Annotated[StoriesSettings, BeforeValidator(_stories_switch)]
+
+
 class FeedConfig(_Model):
     name: str = Field(min_length=1)
     url: HttpUrl
@@ -131,11 +227,19 @@ class AlertConfig(_Model):
     @field_validator("query")
     @classmethod
     def _query_parses(cls, value: str) -> str:
-        try:
-            parse_query(value)
-        except QuerySyntaxError as e:
-            raise ValueError(f"query does not parse: {e}") from e
+        problem = query_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+
+def query_problem(query: str) -> str | None:
+    """What check-config says about a query that does not parse (`newswatch try` says the same)."""
+    try:
+        parse_query(query)
+    except QuerySyntaxError as e:
+        return f"query does not parse: {e}"
+    return None
 
 
 class WebhookChannel(_Model):
@@ -202,6 +306,8 @@ class Settings(_Model):
     polling: PollingSettings = Field(default_factory=PollingSettings)
     dedupe: DedupeSettings = Field(default_factory=DedupeSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    stories: Stories = Field(default_factory=StoriesSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     feeds: list[FeedConfig] = Field(default_factory=list)
     topics: dict[str, list[str]] = Field(default_factory=dict)
     alerts: list[AlertConfig] = Field(default_factory=list)
@@ -242,6 +348,11 @@ class Config:
     rules: RuleSet
     secrets: tuple[str, ...]
     path: str
+    # Read-only commands only (load_config(read_only=True)): channels whose ${VAR}s are not set
+    # here, each with the variables it lacks; a channel that is invalid without them is left out.
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+    # Where redis.url came from, for messages: the file, REDIS_URL, or make run's record.
+    redis_source: str = "redis.url"
 
     def redact(self, text: str) -> str:
         """The text with every configured secret and any URL password replaced by ***."""
@@ -258,12 +369,23 @@ _URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]+@")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
-    """Replace ${VAR} and ${VAR:-default} in every string of the YAML tree."""
+def interpolate(
+    node: Any,
+    env: Mapping[str, str],
+    path: str,
+    problems: list[str],
+    written: dict[str, tuple[str, str]] | None = None,
+    unset: list[tuple[str, str]] | None = None,
+) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string of the YAML tree. `written` gets,
+    per key path interpolated, the value as written and as it came out; `unset`, the key path
+    and name of each variable that is not set and has no default."""
+    written = {} if written is None else written
+    unset = [] if unset is None else unset
     if isinstance(node, dict):
-        return {k: interpolate(v, env, _join(path, k), problems) for k, v in node.items()}
+        return {k: interpolate(v, env, _join(path, k), problems, written, unset) for k, v in node.items()}
     if isinstance(node, list):
-        return [interpolate(v, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+        return [interpolate(v, env, f"{path}[{i}]", problems, written, unset) for i, v in enumerate(node)]
     if not isinstance(node, str) or "${" not in node:
         return node
 
@@ -274,11 +396,50 @@ def interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[str
         if default is not None:
             return default
         problems.append(f"{path}: environment variable {name} is not set (write ${{{name}:-default}})")
+        unset.append((path, name))
         return ""
 
     value = _VAR.sub(replace, node)
+    if value != node:
+        written[path] = (node, value)
     # A whole value that came out empty means "not set" (e.g. secret: ${WEBHOOK_SECRET:-}).
     return None if value == "" and _VAR.fullmatch(node) else value
+
+
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)+)'|\"((?:[^\"\\]|\\.)+)\"")
+
+
+def _hide_interpolated(problems: list[str], written: dict[str, tuple[str, str]]) -> list[str]:
+    """Problems about a value written with ${VAR} show it as written, never as it came out: it
+    may be a secret put in the wrong place (`timeout: ${SMTP_PASSWORD}`). A message that still
+    quotes any part of the value says only that the value is invalid."""
+    shown = []
+    for problem in problems:
+        path, colon, message = problem.partition(": ")
+        for where, (template, value) in written.items():
+            if not value or not (_within(path, where) or _within(where, path)):
+                continue
+            message = message.replace(repr(value), repr(template))
+            if _quotes_part_of(message, value):
+                message = f"invalid value (written {template!r}; not shown: it comes from the environment)"
+                break
+        shown.append(path + colon + message)
+    return shown
+
+
+def _within(path: str, outer: str) -> bool:
+    return path == outer or path.startswith((outer + ".", outer + "["))
+
+
+def _quotes_part_of(message: str, value: str) -> bool:
+    spelled = repr(value)[1:-1]
+    if value in message or spelled in message:
+        return True
+    for match in _QUOTED.finditer(message):
+        quoted = match.group(1) or match.group(2)
+        if quoted in value or quoted in spelled:
+            return True
+    return False
 
 
 def _join(path: str, key: object) -> str:
@@ -344,45 +505,75 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
     return problems
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: YAML would silently keep only the last one."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )  # fmt: skip
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _read_yaml(path: str) -> Any:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ConfigError([f"{path}: file not found"]) from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError([f"{path}: cannot read ({e.__class__.__name__})"]) from e
-    try:
-        return yaml.load(text, Loader=_StrictLoader) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ConfigError([f"{path}{where}: {problem}"]) from e
-
-
 def _secrets_of(settings: Settings) -> tuple[str, ...]:
+    """Every secret of the config, in each spelling it can take in text, longest first."""
     found: list[str | None] = [settings.sentry.dsn, urlsplit(settings.redis.url).password]
     for channel in settings.channels.values():
         if isinstance(channel, WebhookChannel):
-            found += [channel.secret, urlsplit(channel.url).password, *channel.headers.values()]
+            # The whole URL is a secret: Slack-, Teams- and Discord-style webhook URLs carry their
+            # token in the path, which also travels on its own (httpcore's request target). A
+            # short path ("/hook", "/api") is no token, and would be redacted from file names.
+            target = request_url(channel.url).target.decode("ascii")
+            found += [channel.secret, channel.url, str(httpx.URL(channel.url))]
+            found += [target] if len(target) >= _MIN_TOKEN_PATH else []
+            found += [urlsplit(channel.url).password, *channel.headers.values()]
         elif isinstance(channel, EmailChannel):
             found.append(channel.smtp.password)
-    return tuple(sorted({s for s in found if s and len(s) >= 4}, key=len, reverse=True))
+    spellings = {spelling for s in found if s and len(s) >= 4 for spelling in _spellings(s)}
+    return tuple(sorted(spellings, key=len, reverse=True))
+
+
+_MIN_TOKEN_PATH = 16  # characters: Slack's, Teams' and Discord's webhook paths are 50 to 150
+
+
+def _spellings(secret: str) -> set[str]:
+    """A secret as text can hold it: as is, inside a Python repr in either quoting (how frame
+    variables reach Sentry: a backslash doubled), inside JSON, percent-encoded."""
+    return {
+        secret,
+        repr(secret)[1:-1],
+        repr(secret + "'\"")[1:-4],  # the quoting repr picks when a text holds both quotes
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret, safe=""),
+    }
+
+
+def address_warnings(settings: Settings) -> list[str]:
+    """Feeds and channels written with a loopback or private address (or `localhost`), which the
+    URL guard will refuse while polling.allow_private_addresses is off. Literal addresses only:
+    check-config looks nothing up in DNS. No message repeats the address (it may come from the
+    environment); the key path says where it is."""
+    if settings.polling.allow_private_addresses:
+        return []
+    hosts = [
+        (f"feeds[{i}].url", request_url(feed.url).host.decode()) for i, feed in enumerate(settings.feeds)
+    ]
+    for name, channel in settings.channels.items():
+        if isinstance(channel, WebhookChannel):
+            hosts.append((f"channels.{name}.url", request_url(channel.url).host.decode()))
+        elif isinstance(channel, EmailChannel):
+            hosts.append((f"channels.{name}.smtp.host", channel.smtp.host))
+    return [
+        f"{path}: a {reason} address; newswatch will refuse to connect to it while "
+        "polling.allow_private_addresses is off"
+        for path, host in hosts
+        if (reason := literal_blocked_reason(host))
+    ]
+
+
+def query_warnings(settings: Settings) -> list[str]:
+    """Queries that use `and`, `or` or `not` in lower case: valid, and searched as words, which
+    is rarely what was meant. check-config asks; the meaning stays as written."""
+    queries = [(f"alerts[{i}].query", alert.query) for i, alert in enumerate(settings.alerts)]
+    for name, terms in settings.topics.items():
+        queries += [(f"topics.{name}[{j}]", t) for j, t in enumerate(terms) if not is_plain_term(t)]
+    return [
+        f"{path}: {word!r} is searched as a word; did you mean {word.upper()}? (operators are upper "
+        f'case; write "{word}" in quotes to search the word and silence this)'
+        for path, query in queries
+        for word in dict.fromkeys(lowercase_operators(query))
+    ]
 
 
 def build_rules(settings: Settings) -> RuleSet:
@@ -400,21 +591,94 @@ def build_rules(settings: Settings) -> RuleSet:
     return RuleSet(topics, alerts, {feed.name: tuple(feed.tags) for feed in settings.feeds})
 
 
-def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Load, interpolate and validate a config file; raises ConfigError listing every problem."""
-    env = os.environ if env is None else env
+# Commands that only read newswatch's state and send nothing: they need no channel secrets.
+READ_ONLY_COMMANDS = frozenset({"status", "health", "dashboard", "explain", "try", "preview", "alerts"})
+
+
+def _spare_channels(
+    raw: dict[str, Any], problems: list[str], unset: list[tuple[str, str]]
+) -> tuple[list[str], dict[str, str]]:
+    """For read-only commands: a ${VAR} of a channel that is not set here (a secret kept only
+    where the daemon runs) is no problem. Returns the remaining problems and, per channel, the
+    variables it lacks; a channel that does not validate without them is taken out of `raw`
+    (references to it were checked already)."""
+    channels = raw.get("channels") if isinstance(raw.get("channels"), dict) else None
+    lacking: dict[str, list[str]] = {}
+    for path, variable in unset:
+        for name in channels or {}:
+            if _within(path, f"channels.{name}"):
+                lacking.setdefault(name, []).append(variable)
+    if not lacking or channels is None:
+        return problems, {}
+    spared = [f"channels.{name}" for name in lacking]
+    problems = [p for p in problems if not any(_within(p.split(": ", 1)[0], s) for s in spared)]
+    for name in lacking:
+        try:
+            _CHANNEL.validate_python(channels[name])
+        except ValidationError:
+            del channels[name]
+    return problems, {name: ", ".join(dict.fromkeys(v)) for name, v in lacking.items()}
+
+
+_CHANNEL: TypeAdapter[Channel] = TypeAdapter(Channel)
+
+
+def _use_local_redis(
+    raw: dict[str, Any], env: Mapping[str, str], written: dict[str, tuple[str, str]], record: str | None
+) -> str:
+    """The Redis of a running `make run` for the commands next to it: when REDIS_URL is unset
+    and the file leaves redis.url to it (`${REDIS_URL:-…}`, or says nothing), the URL in
+    `record` is used, as if REDIS_URL held it. Returns where redis.url comes from."""
+    if env.get("REDIS_URL"):
+        return "REDIS_URL"
+    given = raw.get("redis")
+    section: dict[str, Any] = given if isinstance(given, dict) else {}
+    template = written.get("redis.url", ("",))[0]
+    if record is None or ("url" in section and "${REDIS_URL" not in template):
+        return "redis.url"
+    try:
+        url = Path(record).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeError):
+        return "redis.url"
+    if not url:
+        return "redis.url"
+    raw["redis"] = {**section, "url": url}
+    written["redis.url"] = (f"(the URL in {record})", url)
+    return f"{record}, written by `make run`"
+
+
+def load_config(
+    path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    read_only: bool = False,
+    local_redis: str | None = None,
+) -> Config:
+    """Load, interpolate and validate a config file; raises ConfigError listing every problem.
+    `read_only` (status, health, ...: commands that send nothing) spares channels whose ${VAR}s
+    are not set; Config.unavailable names them. `local_redis`: the file where a running
+    `make run` left its Redis URL; with the process's own environment (env None) that is
+    LOCAL_REDIS_RECORD, while an `env` given is taken as all there is."""
+    if env is None:
+        env, local_redis = os.environ, local_redis or LOCAL_REDIS_RECORD
     path = path or env.get("NEWSWATCH_CONFIG") or DEFAULT_CONFIG
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of sections (redis, feeds, ...)"])
     problems: list[str] = []
-    raw = interpolate(raw, env, "", problems)
+    written: dict[str, tuple[str, str]] = {}
+    unset: list[tuple[str, str]] = []
+    raw = interpolate(raw, env, "", problems, written, unset)
     unset_paths = {p.split(": ", 1)[0] for p in problems}
+    redis_source = _use_local_redis(raw, env, written, local_redis)
     for section, key, var in (("redis", "url", "REDIS_URL"), ("sentry", "dsn", "SENTRY_DSN")):
         if env.get(var):
             section_value = raw.get(section)
             raw[section] = {**(section_value if isinstance(section_value, dict) else {}), key: env[var]}
+            written[f"{section}.{key}"] = (f"${{{var}}}", env[var])
     problems += _cross_check(raw)
+    unavailable: dict[str, str] = {}
+    if read_only:
+        problems, unavailable = _spare_channels(raw, problems, unset)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as e:
@@ -422,5 +686,5 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
         problems = [p for p in _pydantic_problems(e) if p.split(": ", 1)[0] not in unset_paths] + problems
         settings = None
     if problems or settings is None:
-        raise ConfigError(problems)
-    return Config(settings, build_rules(settings), _secrets_of(settings), path)
+        raise ConfigError(_hide_interpolated(problems, written))
+    return Config(settings, build_rules(settings), _secrets_of(settings), path, unavailable, redis_source)

@@ -85,7 +85,10 @@ def on_delivery_failure(
     configured = rqcompat.next_retry_wait(job)
     wait = next_retry_delay(configured, retry_after, runtime().random())
     rqcompat.set_next_retry_wait(job, wait)
-    log.warning("job=%s delivery failed, retry in %ss (%s tries left): %s", job.id, wait, left, exc)
+    log.warning(
+        "job=%s alert=%s channel=%s delivery failed, retry in %ss (%s tries left): %s",
+        job.id, alert, channel, wait, left, exc,
+    )  # fmt: skip
 
 
 def on_items_failure(

@@ -15,9 +15,11 @@ import redis
 from rq import Queue
 
 from worker.adapters import http_fetch, keys, queues, webhook
+from worker.adapters.archive import Archive
 from worker.adapters.outbox import Outbox
 from worker.adapters.smtp import SmtpSessions
 from worker.adapters.store import FeedStateStore, SeenStore
+from worker.adapters.stories import StoryIndex
 from worker.config import Config, Settings
 from worker.core.outbox import AlertPolicy
 
@@ -58,7 +60,19 @@ class Runtime:
 
     @cached_property
     def seen_store(self) -> SeenStore:
-        return SeenStore(self.redis, self.settings.dedupe.ttl)
+        return SeenStore(self.redis, self.settings.dedupe.ttl, self.story_index, self.archive)
+
+    @cached_property
+    def story_index(self) -> StoryIndex | None:
+        """None with `stories: off`: every item is a story of its own."""
+        stories = self.settings.stories
+        if not stories.enabled:
+            return None
+        return StoryIndex(self.redis, stories.window, stories.threshold, self.settings.archive.keep)
+
+    @cached_property
+    def archive(self) -> Archive:
+        return Archive(self.redis, self.settings.archive.keep, self.settings.archive.max_items)
 
     @cached_property
     def feed_states(self) -> FeedStateStore:

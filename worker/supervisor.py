@@ -71,7 +71,20 @@ class Supervisor:
         running = [c.process for c in self.children if c.process and c.process.poll() is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        try:
+            self._wait(running, time.monotonic() + STOP_GRACE_SECONDS)
+        except KeyboardInterrupt:  # a second Ctrl-C (or SIGTERM) while stopping: stop at once
+            log.warning("asked again: killing the processes still running")
+        # However this ends, no child outlives the supervisor (they run in their own sessions,
+        # where no Ctrl-C reaches them), and no further signal may cut this short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for process in running:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+    def _wait(self, running: list[subprocess.Popen[bytes]], deadline: float) -> None:
         for process in running:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))

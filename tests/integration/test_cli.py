@@ -163,3 +163,9 @@ def test_make_demo_shows_the_deepseek_alert_offline() -> None:
     assert "ALERT alert=deepseek feed=eulerpool item=" in result.stdout
     assert f'title="{SAMPLE_TITLE}"' in result.stdout
     assert "published=2025-08-15T13:51:00Z" in result.stdout
+    # What the README says the demo shows is what it shows: two alerts for the one story.
+    alerts = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("ALERT ")]
+    assert alerts == ["alert=deepseek", "alert=china-chips"]
+    assert "demo: 2 alerts (deepseek, china-chips) for the one DeepSeek story" in result.stdout
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert "prints two alerts for its DeepSeek story on the console, `deepseek`" in readme

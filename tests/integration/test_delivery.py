@@ -101,7 +101,8 @@ def test_410_stops_at_once_and_replay_failed_sends_with_the_original_id(
     assert job is not None and "HTTP 410 Gone" in (job.latest_result().exc_string or "")  # type: ignore[union-attr]
 
     http_server.routes["/hook"] = Response(b"ok")
-    assert commands.replay_failed(rt.config, "other-channel") == 0
+    assert commands.replay_failed(rt.config, "other-channel") == 2  # no such channel: say so
+    assert commands.replay_failed(rt.config, "console") == 0
     assert registry.count == 1  # another channel's replay leaves it alone
     assert commands.replay_failed(rt.config, "hook") == 0
     drain(rt)
@@ -321,7 +322,7 @@ def test_email_plain_smtp_with_hostile_title_and_html(
     text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "<script" not in html and "<img" not in html and "javascript:" not in html
     # The feed's script is dropped with its content; the text around it stays, as text.
-    assert "alert(" not in html and "alert(" not in text and "klick DeepSeek" in html
+    assert "alert(" not in html and "alert(" not in text and "klick <mark>DeepSeek</mark>" in html
     assert 'href="https://n.example/1"' in html
     assert "https://n.example/1" in text
 

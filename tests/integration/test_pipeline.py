@@ -390,6 +390,7 @@ def test_status_json_from_the_cli(tmp_path: Path, redis_url: str, feed_server: L
             "error",
             "error_count",
             "items_seen",
+            "too_old",
             "warning",
         ]
     )

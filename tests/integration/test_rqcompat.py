@@ -6,6 +6,7 @@ changes a registry, a job field or a worker hook fails here, by name, not somewh
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 from rq.serializers import JSONSerializer
 
 from worker.adapters import queues, rqcompat
+from worker.core.errors import DeliveryError
 
 CALLS: list[str] = []
 
@@ -244,6 +246,63 @@ def test_started_and_live_worker_counts(queue: Queue) -> None:
     work(queue)
     assert job.latest_result().return_value == [1, 1]  # type: ignore[union-attr]
     assert rqcompat.started_count(queue) == 0
+
+
+def fails_as_expected(label: str) -> None:
+    CALLS.append(label)
+    raise DeliveryError(f"{label}: HTTP 503")
+
+
+def test_expected_failures_leave_rq_s_traceback_at_debug_bugs_keep_it(
+    queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RQ logs each job exception at ERROR with its traceback before its exception handlers run;
+    our workers move that line to DEBUG for DeliveryError (a receiver that is down) only. The
+    exception handlers (and so Sentry's integration, which wraps handle_exception) see both.
+    (The forking worker has the same handle_exception; its work horse logs in another process.)"""
+    handled: list[str] = []
+    queue.enqueue_job(make_job(queue, fails_as_expected, "receiver-down", result_ttl=60))
+    queue.enqueue_job(make_job(queue, always_fails, "a-bug", result_ttl=60))
+    worker = queues.worker(queue.connection, [queue.name])
+    worker.push_exc_handler(lambda job, *exc_info: handled.append(job.id))
+    with caplog.at_level(logging.DEBUG, logger="rq.worker"):
+        worker.work(burst=True)
+    assert sorted(handled) == ["a-bug", "receiver-down"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "a-bug" in errors[0] and "Traceback" in errors[0]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("receiver-down" in m and "Traceback" in m for m in debug)
+    assert rqcompat.failed_count(queue) == 2
+    assert isinstance(
+        queues.worker(queue.connection, [queue.name], fork=True), rqcompat.NewswatchForkingWorker
+    )
+    assert rqcompat.NewswatchForkingWorker.handle_exception is rqcompat.NewswatchWorker.handle_exception
+
+
+def test_recent_failed_jobs_and_job_states_for_status_and_alerts(queue: Queue) -> None:
+    """What `status` and `alerts` read: the newest failures first, when and why each failed;
+    where a scheduled job stands and when it runs, with its tries left."""
+    for label in ("older", "newer"):
+        queue.enqueue_job(make_job(queue, always_fails, label, failure_ttl=3600, result_ttl=60))
+        work(queue)
+    failures = rqcompat.recent_failures(queue, 5)
+    assert [f.job.id for f in failures] == ["newer", "older"]
+    assert [f.reason for f in failures] == ["RuntimeError: newer failed", "RuntimeError: older failed"]
+    moment = failures[0].at
+    assert moment is not None and abs((datetime.now(UTC) - moment).total_seconds()) < 60
+    held = make_job(queue, record, "held", retry=Retry(max=3, interval=0))
+    at = datetime.now(UTC) + timedelta(hours=1)
+    with queue.connection.pipeline() as pipe:
+        pipe.multi()
+        rqcompat.schedule_job(queue, held, at, pipe)
+        pipe.execute()
+    rqcompat.reschedule(queue, "held", at, retries_left=2)
+    states = rqcompat.job_states(queue, ["newer", "held", "no-such-job"])
+    assert set(states) == {"newer", "held"}
+    assert states["newer"].status == "failed" and states["newer"].reason == "RuntimeError: newer failed"
+    scheduled = states["held"]
+    assert (scheduled.status, scheduled.retries_left, scheduled.reason) == ("scheduled", 2, None)
+    assert scheduled.runs_at is not None and abs((scheduled.runs_at - at).total_seconds()) < 1
 
 
 def hands_off(label: str) -> Any:

@@ -249,7 +249,10 @@ def test_webhook_payload_shape_and_signature_verify_with_reference_library() -> 
                 "summary": "Trainingsläufe mit Huaweis Ascend-Prozessoren scheiterten.",
                 "categories": ["Finanzen", "KI", "DeepSeek", "Huawei", "Nvidia"],
                 "topics": ["Halbleiter", "KI"],
+                "story": "item-1",  # a story of its own until the commit places it
+                "reports": 1,
             },
+            "highlights": {"title": [], "summary": [], "categories": []},
         },
     }
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

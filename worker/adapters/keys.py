@@ -29,6 +29,33 @@ def seen(identity: str) -> str:
     return f"{PREFIX}:s:{identity}"
 
 
+def story_band(band: str) -> str:
+    """Ids of the recent reports whose features fall into one LSH bucket (space-separated, the
+    newest few). TTL: stories.window from the last report written to it; reports older than the
+    window are no longer joined, which is what the window means."""
+    return f"{PREFIX}:sb:{band}"
+
+
+def story_report(item_id: str) -> str:
+    """A recent report's story id and its compared words (packed, about 100 bytes). TTL:
+    stories.window, like the band keys that lead to it."""
+    return f"{PREFIX}:sr:{item_id}"
+
+
+def story(story_id: str) -> str:
+    """Hash of one story: `n` reports, `r:<item>` each report's number, `a:<alert>` the item an
+    alert fired with. TTL: the longer of stories.window and archive.keep, from its last report,
+    so `explain` can list a story's reports as long as they are archived."""
+    return f"{PREFIX}:st:{story_id}"
+
+
+# The archive (`try`, `explain`): item id -> compressed record, and item id scored by the time
+# it was archived. No TTL: every commit trims both by age (archive.keep) and count
+# (archive.max_items), so they are bounded without one.
+ARCHIVE_ITEMS = f"{PREFIX}:archive:items"
+ARCHIVE_INDEX = f"{PREFIX}:archive:index"
+
+
 def delivery_state(delivery_id: str) -> str:
     """'sending:<token>' while a worker holds the claim (TTL: the lease, one send timeout and a
     margin, so a killed worker's claim lapses), then 'sent' (TTL: dedupe.ttl, so a replay or
@@ -60,3 +87,12 @@ def feed_state(feed: str) -> str:
 def heartbeat(role: str) -> str:
     """Liveness of a process role ('scheduler'). TTL: a few heartbeat periods, so silence = dead."""
     return f"{PREFIX}:hb:{role}"
+
+
+# The recent-alerts record behind `newswatch alerts`: a stream, one entry per (alert, item)
+# that fired, with its deliveries' ids. Bounded twice: at most ALERT_LOG_MAX entries (trimmed on
+# every write), and the key expires ALERT_LOG_TTL after the last write; the deliveries' own state
+# lives elsewhere (delivery_state, RQ's job hashes) for as long as it lives.
+ALERT_LOG = f"{PREFIX}:alerts"
+ALERT_LOG_MAX = 10_000
+ALERT_LOG_TTL = 30 * 24 * 3600  # seconds

@@ -67,6 +67,39 @@ def blocked_reason(address: str) -> str | None:
     return None
 
 
+def public_addresses(host: str, port: int) -> list[str]:
+    """The addresses a host resolves to, if every one of them is public; BlockedAddressError if
+    any is not (one bad answer is enough: a name that also resolves inward is not trusted).
+    Raises socket.gaierror when the name does not resolve."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    for address in addresses:
+        reason = blocked_reason(address)
+        if reason:
+            raise BlockedAddressError(
+                f"refused: {host} resolves to a {reason} address (polling.allow_private_addresses is off)"
+            )
+    return addresses
+
+
+def literal_blocked_reason(host: str) -> str | None:
+    """What public_addresses would refuse, told without a DNS lookup: a host written as an
+    address, in any spelling the resolver reads as one (`127.0.0.1`, `127.1`, `0x7f000001`,
+    `[::1]`), or `localhost`. None for every other name, which only DNS can tell."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return "loopback"
+    try:
+        return blocked_reason(name)
+    except ValueError:
+        pass
+    try:
+        packed = socket.inet_aton(name)  # the lenient IPv4 spellings getaddrinfo accepts too
+    except OSError:
+        return None
+    return blocked_reason(socket.inet_ntoa(packed))
+
+
 class _DeadlineStream(httpcore.NetworkStream):
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
@@ -118,18 +151,9 @@ class GuardedBackend(httpcore.NetworkBackend):
 
     def _public_addresses(self, host: str, port: int) -> list[str]:
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            return public_addresses(host, port)
         except socket.gaierror as e:
             raise httpcore.ConnectError(f"[Errno {e.errno}] {e.strerror}") from e
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        for address in addresses:
-            reason = blocked_reason(address)
-            if reason:
-                # One bad answer is enough: a name that also resolves inward is not trusted.
-                raise BlockedAddressError(
-                    f"refused: {host} resolves to a {reason} address (polling.allow_private_addresses is off)"
-                )
-        return addresses
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[typing.Any] | None = None

@@ -12,6 +12,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
 from worker.adapters import keys, rqcompat
+from worker.core.errors import DeliveryError
 from worker.core.models import Item
 
 ITEM_JOB = "worker.jobs.process_items"
@@ -43,7 +44,7 @@ def worker(
     after_job: Callable[[], None] | None = None,
 ) -> BaseWorker:
     """`after_job` (simple workers only) runs after RQ has written each job's outcome."""
-    worker_class: type[BaseWorker] = rqcompat.NewswatchForkingWorker if fork else rqcompat.NewswatchWorker
+    worker_class = rqcompat.NewswatchForkingWorker if fork else rqcompat.NewswatchWorker
     rq_worker = worker_class(
         [queue(connection, n) for n in names],
         connection=connection,
@@ -54,6 +55,8 @@ def worker(
         worker_ttl=WORKER_TTL,
         work_horse_killed_handler=work_horse_killed,
     )
+    # A receiver that is down is no bug: one line from the job's on_failure, no RQ traceback.
+    rq_worker.expected_failures = (DeliveryError,)
     if isinstance(rq_worker, rqcompat.NewswatchWorker):
         rq_worker.after_job = after_job
     return rq_worker

@@ -1,4 +1,5 @@
-"""Email channel: SMTP with STARTTLS or implicit TLS, optional login. 4xx is retried, 5xx is not.
+"""Email channel: SMTP with STARTTLS or implicit TLS, optional login, under the URL guard.
+4xx is retried, 5xx is not.
 
 Sessions are kept open and reused (`SmtpSessions`): an alert goes out as MAIL, RCPT, DATA on a
 session that already said EHLO, did its TLS handshake and logged in, so a burst of alerts to one
@@ -20,6 +21,7 @@ from email.message import EmailMessage
 from functools import lru_cache
 from typing import Any
 
+from worker.adapters.net import BlockedAddressError, public_addresses
 from worker.core.errors import DeliveryError, PermanentDeliveryError
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class SmtpTarget:
     username: str | None
     password: str | None
     timeout: float
+    allow_private: bool = False  # polling.allow_private_addresses: else the URL guard applies
 
 
 @dataclass(frozen=True)
@@ -105,11 +108,42 @@ class _BoundedLines:
 
 
 class _Session(_Deadline, smtplib.SMTP):
-    pass
+    """smtplib.SMTP connecting through `_connect`; STARTTLS still verifies the host's name."""
+
+    def __init__(self, target: SmtpTarget, timeout: float) -> None:
+        self._allow_private = target.allow_private
+        super().__init__(timeout=timeout)  # no host: `_open` connects, under the deadline
+        self._host = target.host  # the name STARTTLS checks the certificate for
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return _connect(host, port, timeout, self._allow_private)
 
 
 class _TlsSession(_Deadline, smtplib.SMTP_SSL):
-    pass
+    """smtplib.SMTP_SSL connecting through `_connect`, TLS checked against the host's name."""
+
+    def __init__(self, target: SmtpTarget, timeout: float) -> None:
+        self._allow_private = target.allow_private
+        self._server_name = target.host  # the name the certificate must carry, not the address used
+        super().__init__(timeout=timeout, context=_tls_context(target))
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        raw = _connect(host, port, timeout, self._allow_private)
+        return self.context.wrap_socket(raw, server_hostname=self._server_name)
+
+
+def _connect(host: str, port: int, timeout: float, allow_private: bool) -> socket.socket:
+    """A connection to the SMTP host, under the URL guard that feeds and webhooks have: unless
+    private addresses are allowed, only to an address checked as public (DNS rebinding included)."""
+    if allow_private:
+        return socket.create_connection((host, port), timeout)
+    error: OSError | None = None
+    for address in public_addresses(host, port):
+        try:
+            return socket.create_connection((address, port), timeout)
+        except OSError as e:
+            error = e
+    raise error or OSError(f"cannot connect to {host}")
 
 
 Session = _Session | _TlsSession
@@ -137,6 +171,10 @@ class SmtpSessions:
             return self._transaction(target, _open(target, deadline), *envelope, deadline, reused=False)
         except smtplib.SMTPResponseException as e:
             raise _fail(e.smtp_code, e.smtp_error, "server") from e
+        except BlockedAddressError as e:
+            raise DeliveryError(f"SMTP {target.host}:{target.port}: {e}") from e
+        except socket.gaierror as e:
+            raise DeliveryError(f"SMTP {target.host}:{target.port}: DNS lookup failed") from e
         except ssl.SSLCertVerificationError as e:
             raise DeliveryError(
                 f"SMTP TLS certificate of {target.host} not trusted: {e.verify_message}"
@@ -219,14 +257,8 @@ def _deadline(target: SmtpTarget) -> float:
 
 def _open(target: SmtpTarget, deadline: float) -> Session:
     timeout = max(0.1, min(target.timeout, deadline - time.monotonic()))
-    session: Session = (
-        _TlsSession(timeout=timeout, context=_tls_context(target))
-        if target.implicit_tls
-        else _Session(timeout=timeout)
-    )
+    session: Session = _TlsSession(target, timeout) if target.implicit_tls else _Session(target, timeout)
     session.deadline = deadline
-    # The name TLS checks the certificate for; SMTP() sets it only when it connects by itself.
-    session._host = target.host  # type: ignore[union-attr]
     try:
         session.connect(target.host, target.port)
         session.ehlo()

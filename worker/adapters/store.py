@@ -1,6 +1,7 @@
-"""Redis state: the seen-store (atomic dedupe) and per-feed poll state.
+"""Redis state: the seen-store (atomic dedupe, stories, archive) and per-feed poll state.
 
-The one place where 'mark seen' and 'enqueue deliveries' become a single MULTI/EXEC: a worker
+The one place where 'mark seen', 'place in a story', 'archive' and 'enqueue deliveries' become a
+single MULTI/EXEC: a worker
 that dies before EXEC leaves nothing behind (the batch is retried and finds the items unseen);
 a worker that dies after EXEC leaves both the marks and the delivery jobs. There is no state in
 between, so no alert is lost and none is enqueued twice.
@@ -11,17 +12,24 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import redis
+from redis.client import Pipeline
 
 from worker.adapters import keys
+from worker.adapters.archive import Archive
 from worker.adapters.outbox import Outbox
+from worker.adapters.stories import NewReport, Placement, StoryIndex
+from worker.core.archive import ArchivedItem, outcomes
 from worker.core.errors import NewswatchError
-from worker.core.identity import guid_tag, primary_identity
+from worker.core.identity import guid_changed, seen_tag
 from worker.core.models import Delivery, Item, parse_utc, utc_iso
+from worker.core.outbox import AlertPolicy, Routing
 from worker.core.poll import FeedState, StateUpdate
+from worker.core.render import with_story
+from worker.core.stories import Fingerprint, Placed, alone
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +38,15 @@ _MAX_WATCH_RETRIES = 20
 
 @dataclass(frozen=True)
 class Candidate:
-    """An item and the deliveries it causes if it turns out to be new."""
+    """An item and the deliveries it causes if it turns out to be new, with what the archive
+    keeps of how it was classified."""
 
     item: Item
     deliveries: tuple[Delivery, ...] = ()
+    topics: tuple[str, ...] = ()
+    matched: tuple[str, ...] = ()  # alerts whose query and filters match, whether they fire or not
+    quiet: str | None = None  # why none of them fires ("baseline", the max_age rule)
+    fingerprint: Fingerprint | None = None  # its story features (None: too short, or stories off)
 
     @property
     def key(self) -> str:
@@ -42,26 +55,49 @@ class Candidate:
 
     @property
     def tag(self) -> int:
+        """The value of its seen-key: the feed and the GUID it was seen under (GUID churn)."""
         item = self.item
-        return guid_tag(primary_identity(item.feed, item.guid, item.link, item.title, item.published))
+        return seen_tag(item.feed, item.guid, item.link, item.title, item.published)
+
+    @property
+    def alerts(self) -> tuple[str, ...]:
+        """The alerts it would fire, each once."""
+        return tuple(dict.fromkeys(d.alert for d in self.deliveries))
 
 
 @dataclass(frozen=True)
 class Committed:
     new: list[Candidate]  # the candidates that were new, now marked seen
     immediate: tuple[Delivery, ...]  # their deliveries that go out now (the rest wait for digests)
+    placed: list[Placed] = field(default_factory=list)  # their stories, in the order of `new`
 
 
 @dataclass(frozen=True)
 class Lookup:
     fresh: list[Candidate]
-    guid_churn: int  # items whose link is known under another GUID
+    guid_churn: int  # items whose link this feed showed before under another GUID
+
+
+@dataclass(frozen=True)
+class _Decided:
+    reports: list[NewReport]
+    placement: Placement | None  # None with stories off
+    placed: list[Placed]
+    deliveries: list[Delivery]  # those that fire, placed in their stories
 
 
 class SeenStore:
-    def __init__(self, connection: redis.Redis, ttl: timedelta) -> None:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        ttl: timedelta,
+        stories: StoryIndex | None = None,
+        archive: Archive | None = None,
+    ) -> None:
         self.redis = connection
         self.ttl = int(ttl.total_seconds())
+        self.stories = stories
+        self.archive = archive
 
     def lookup(self, candidates: Sequence[Candidate]) -> Lookup:
         """Cheap pre-filter for the scheduler (one round trip): what is certainly seen is dropped,
@@ -70,42 +106,103 @@ class SeenStore:
             return Lookup([], 0)
         values = self.redis.mget([c.key for c in candidates])
         fresh = [c for c, value in zip(candidates, values, strict=True) if value is None]
-        churn = sum(1 for c, v in zip(candidates, values, strict=True) if v is not None and int(v) != c.tag)
+        churn = sum(
+            1
+            for c, v in zip(candidates, values, strict=True)
+            if v is not None and guid_changed(int(v), c.tag)
+        )
         return Lookup(fresh, churn)
 
     def commit_new(
         self, feed: str, candidates: Sequence[Candidate], outbox: Outbox, now: datetime
     ) -> Committed:
-        """Atomically: keep the candidates whose story is not seen yet, mark them seen and
-        hand their deliveries to the outbox. Returns the candidates that were new."""
+        """Atomically: keep the candidates whose item is not seen yet, place each in its story
+        (an alert fires once per story), mark them seen, archive them and hand the deliveries
+        that fire to the outbox. Returns the candidates that were new."""
         seen_keys = sorted({c.key for c in candidates})
         if not seen_keys:
             return Committed([], ())
+        band_keys = self.stories.band_keys([c.fingerprint for c in candidates]) if self.stories else []
         all_deliveries = [d for c in candidates for d in c.deliveries]
         for _ in range(_MAX_WATCH_RETRIES):
             with self.redis.pipeline() as pipe:
                 try:
-                    pipe.watch(*seen_keys, *outbox.watch_keys(all_deliveries, now))  # type: ignore[no-untyped-call]
-                    present = {
-                        k for k, v in zip(seen_keys, pipe.mget(seen_keys), strict=True) if v is not None
-                    }
-                    new = _first_of_each_story(candidates, present)
-                    routing = outbox.plan(pipe, [d for c in new for d in c.deliveries], now)
+                    pipe.watch(*seen_keys, *band_keys, *outbox.watch_keys(all_deliveries, now))  # type: ignore[no-untyped-call]
+                    values: list[bytes | None] = pipe.mget(seen_keys + band_keys)  # type: ignore[assignment]
+                    read = dict(zip(seen_keys + band_keys, values, strict=True))
+                    new = _first_of_each_story(candidates, {k for k in seen_keys if read[k] is not None})
+                    decided = self._decide(pipe, new, {k: read[k] for k in band_keys})
+                    routing = outbox.plan(pipe, decided.deliveries, now)
                     pipe.multi()
-                    for candidate in new:
-                        pipe.set(candidate.key, candidate.tag, ex=self.ttl)
+                    self._write(pipe, feed, len(candidates), new, decided, now)
                     if new:
-                        pipe.hincrby(keys.feed_state(feed), "items_seen", len(new))
                         outbox.write(pipe, routing, now)
-                    # Counted inside the transaction, so the metrics say exactly what was committed.
-                    for kind, number in (("new", len(new)), ("duplicate", len(candidates) - len(new))):
-                        if number:
-                            pipe.hincrby(keys.METRICS_ITEMS, f"{feed}\x1f{kind}", number)
+                        self._archive(pipe, new, decided, routing, outbox, now)
                     pipe.execute()
-                    return Committed(new, routing.immediate if new else ())
+                    return Committed(new, routing.immediate if new else (), decided.placed)
                 except redis.WatchError:
                     log.debug("feed=%s seen-store contention, retrying batch", feed)
         raise RuntimeError(f"feed={feed}: could not commit a batch after {_MAX_WATCH_RETRIES} tries")
+
+    def _decide(self, pipe: Pipeline, new: list[Candidate], bands: dict[str, bytes | None]) -> _Decided:
+        """Each new item's story, and the deliveries that fire: once per (alert, story)."""
+        reports = [NewReport(c.item.id, c.fingerprint, c.alerts) for c in new]
+        placement = self.stories.place(pipe, reports, bands) if self.stories and new else None
+        placed = placement.placed if placement else [alone(r.item_id, r.alerts) for r in reports]
+        deliveries = [
+            with_story(d, p.story, p.report)
+            for c, p in zip(new, placed, strict=True)
+            for d in c.deliveries
+            if d.alert in p.fire
+        ]
+        return _Decided(reports, placement, placed, deliveries)
+
+    def _write(
+        self, pipe: Pipeline, feed: str, batch: int, new: list[Candidate], decided: _Decided, now: datetime
+    ) -> None:
+        for candidate in new:
+            pipe.set(candidate.key, candidate.tag, ex=self.ttl)
+        if new:
+            pipe.hincrby(keys.feed_state(feed), "items_seen", len(new))
+        if self.stories and decided.placement:
+            self.stories.write(pipe, decided.reports, decided.placement)
+        # Counted inside the transaction, so the metrics say exactly what was committed.
+        for kind, number in (("new", len(new)), ("duplicate", batch - len(new))):
+            if number:
+                pipe.hincrby(keys.METRICS_ITEMS, f"{feed}\x1f{kind}", number)
+
+    def _archive(
+        self,
+        pipe: Pipeline,
+        new: list[Candidate],
+        decided: _Decided,
+        routing: Routing,
+        outbox: Outbox,
+        now: datetime,
+    ) -> None:
+        if self.archive is None:
+            return
+        records = []
+        for candidate, placed in zip(new, decided.placed, strict=True):
+            item_id = candidate.item.id
+            immediate = {d.alert for d in routing.immediate if _item_of(d) == item_id}
+            digested = {
+                held.delivery.alert: (
+                    held.window_end,
+                    outbox.policies.get(held.delivery.alert, AlertPolicy()).digest is not None,
+                )
+                for held in routing.digested
+                if _item_of(held.delivery) == item_id
+            }
+            results = outcomes(candidate.matched, candidate.quiet, placed, immediate, digested)
+            records.append(
+                ArchivedItem(candidate.item, candidate.topics, now, placed.story, placed.report, results)
+            )
+        self.archive.write(pipe, records, now)
+
+
+def _item_of(delivery: Delivery) -> str:
+    return str(delivery.payload["data"]["item"]["id"])
 
 
 def _first_of_each_story(candidates: Sequence[Candidate], present: set[str]) -> list[Candidate]:
@@ -132,6 +229,7 @@ def state_from_fields(data: dict[str, str], remembered: bool = False) -> FeedSta
         error=data.get("error") or None,
         error_count=_count(data.get("error_count")),
         items_seen=_count(data.get("items_seen")),
+        too_old=_count(data.get(_TOO_OLD)),
         disabled=data.get("disabled") == "1",
         not_before=_moment(data.get("not_before")),
         moved_from=data.get("moved_from") or None,
@@ -158,6 +256,7 @@ def _moment(text: str | None) -> datetime | None:
 
 
 _REVISION = "rev"
+_TOO_OLD = "too_old"
 # Every write of a feed's state goes through this script: it sets the fields and a new revision
 # (ARGV[2], random, so a revision is never seen twice, not even after a flush). With an expected
 # revision (ARGV[1], "*" for none) it writes only if that is still the revision in Redis, and
@@ -215,6 +314,12 @@ class FeedStateStore:
         if (revision or b"").decode() != state.revision:  # type: ignore[union-attr]
             self._known.pop(feed, None)
             raise StaleStateError(f"feed={feed}: state changed under the poll")
+
+    def count_too_old(self, feed: str, count: int) -> None:
+        """Count new items of a feed that were too old to alert (`status` shows the total). Like
+        items_seen, a counter beside the poll state: it leaves the revision alone."""
+        if count:
+            self.redis.hincrby(keys.feed_state(feed), _TOO_OLD, count)
 
     def write(self, feed: str, update: StateUpdate, expect: FeedState | None = None) -> None:
         """Write the update's fields (None is stored empty, so a write is one command;

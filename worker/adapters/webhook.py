@@ -16,7 +16,7 @@ from worker.adapters.http_fetch import (
     response_headers,
     timeouts,
 )
-from worker.adapters.net import GuardedBackend, deadline
+from worker.adapters.net import BlockedAddressError, GuardedBackend, deadline
 from worker.core.errors import DeliveryError, PermanentDeliveryError
 from worker.core.models import Delivery
 from worker.core.render import webhook_body, webhook_signature
@@ -96,6 +96,8 @@ def send_webhook(
 
 
 def _transport_reason(error: Exception) -> str:
+    if isinstance(error, BlockedAddressError):  # the URL guard's own words, as a feed gets them
+        return str(error)
     if isinstance(error, httpcore.ConnectError):
         return "connection refused" if "refused" in str(error).lower() else "cannot connect"
     if isinstance(error, httpcore.RemoteProtocolError):

@@ -44,12 +44,34 @@ def story_id(primary: str, link: str | None) -> str:
     return link or primary
 
 
-def guid_tag(primary: str) -> int:
-    """A 31-bit fingerprint of the primary identity, stored as the value of the story's seen-key:
-    the same link seen again under another GUID shows as a different tag (GUID churn). An
-    integer value costs Redis no extra allocation; a string would cost ~16 bytes per item."""
-    digest = hashlib.blake2b(primary.encode("utf-8", "surrogatepass"), digest_size=4).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+_TAG_BITS = 31
+_TAG_MASK = (1 << _TAG_BITS) - 1
+
+
+def _fingerprint(text: str) -> int:
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & _TAG_MASK
+
+
+def seen_tag(feed: str, guid: str | None, link: str | None, title: str, published: datetime | None) -> int:
+    """The value stored under a story's seen-key: which feed saw it (the high 31 bits, never 0)
+    and under which GUID (else link, else title and date: the low 31 bits). A later sighting of
+    the story compares its own tag with it (see `guid_changed`). One integer below 2**62: Redis
+    keeps it in the key's own object, no allocation; a string would cost ~16 bytes per item."""
+    if guid:
+        own = f"guid\x1f{guid}"
+    elif link:
+        own = f"link\x1f{link}"
+    else:
+        own = f"text\x1f{title}\x1f{utc_iso(published) if published else ''}"
+    return (_fingerprint(feed) or 1) << _TAG_BITS | _fingerprint(own)
+
+
+def guid_changed(stored: int, tag: int) -> bool:
+    """GUID churn: the same feed shows a story it showed before under another GUID. The same
+    story in another feed (syndication, or a feed renamed in the config) is no churn. Tags
+    written before the feed was part of them (below 2**31) never count."""
+    return stored >> _TAG_BITS == tag >> _TAG_BITS and stored != tag
 
 
 def delivery_id(alert: str, item: str, channel: str) -> str:

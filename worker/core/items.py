@@ -15,6 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 from worker.core.dates import DateCandidate, first_date
 from worker.core.identity import link_identity, primary_identity, story_id
+from worker.core.limits import cap_item
 from worker.core.links import canonical_link
 from worker.core.models import Item
 from worker.core.text import html_to_text
@@ -54,17 +55,19 @@ def make_item(raw: RawEntry, feed: str, base_url: str, now: datetime) -> Item:
     published = first_date(raw.dates, now)
     canonical = canonical_link(link)
     primary = primary_identity(feed, guid, link, title, published)
-    return Item(
-        feed=feed,
-        guid=guid,
-        link=link,
-        canonical_link=canonical,
-        title=title,
-        summary=summary,
-        content=_content_text(raw.content, summary),
-        categories=split_categories(raw.categories),
-        published=published,
-        id=story_id(primary, link_identity(canonical)),
+    return cap_item(
+        Item(  # a source cannot make an item (log line, webhook body) as big as its response
+            feed=feed,
+            guid=guid,
+            link=link,
+            canonical_link=canonical,
+            title=title,
+            summary=summary,
+            content=_content_text(raw.content, summary),
+            categories=split_categories(raw.categories),
+            published=published,
+            id=story_id(primary, link_identity(canonical)),
+        )
     )
 
 

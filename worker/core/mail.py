@@ -1,9 +1,12 @@
 """Alert emails: multipart text + HTML built from plain text we escape ourselves, so no feed
-markup reaches the message; headers built with `email.message` and checked after building."""
+markup reaches the message; headers built with `email.message` and checked after building.
+The HTML part marks the words the alert matched (`data.highlights`) with <mark>."""
 
 from __future__ import annotations
 
 import html
+import unicodedata
+from collections.abc import Sequence
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage
@@ -13,12 +16,13 @@ from typing import Any
 
 import nh3
 
+from worker.core.charsets import BIDI_CONTROL, IGNORABLE
 from worker.core.errors import PermanentDeliveryError
 from worker.core.models import Delivery
 from worker.core.text import one_line
 
 SUBJECT_MAX = 180
-_HTML_TAGS = {"p", "ul", "li", "a", "b", "br", "small", "hr"}
+_HTML_TAGS = {"p", "ul", "li", "a", "b", "br", "small", "hr", "mark"}
 
 
 def subject_line(alert: str, title: str) -> str:
@@ -30,7 +34,9 @@ def subject_line(alert: str, title: str) -> str:
 
 def _entries(payload: dict[str, Any]) -> list[dict[str, Any]]:
     data = payload["data"]
-    return data["items"] if "items" in data else [{"matched": data["matched"], "item": data["item"]}]
+    if "items" in data:
+        return list(data["items"])
+    return [{"matched": data["matched"], "item": data["item"], "highlights": data.get("highlights")}]
 
 
 def _text_entry(entry: dict[str, Any]) -> str:
@@ -46,14 +52,45 @@ def _text_entry(entry: dict[str, Any]) -> str:
 
 def _html_entry(entry: dict[str, Any]) -> str:
     item = entry["item"]
-    title = html.escape(one_line(item["title"] or "(no title)"))
+    marks = entry.get("highlights") or {}
+    title = _marked(item["title"], marks.get("title", ())) if item["title"] else "(no title)"
     link = _web_link(item["link"])
     heading = f'<a href="{html.escape(link, quote=True)}">{title}</a>' if link else title
     meta = html.escape(
         f"{item['feed']} · {item['published'] or 'no date'} · matched: {', '.join(entry['matched'])}"
     )
-    summary = f"<p>{html.escape(item['summary'])}</p>" if item.get("summary") else ""
+    summary = f"<p>{_marked(item['summary'], marks.get('summary', ()))}</p>" if item.get("summary") else ""
     return f"<li><b>{heading}</b><br><small>{meta}</small>{summary}</li>"
+
+
+def _marked(text: str, marks: Sequence[dict[str, Any]]) -> str:
+    """The text escaped, one line, with each highlighted span in <mark>. Offsets count
+    characters of the text as the payload carries it, so the text is escaped piece by piece."""
+    spans = sorted(
+        (m["start"], m["end"])
+        for m in marks
+        if isinstance(m.get("start"), int)
+        and isinstance(m.get("end"), int)
+        and 0 <= m["start"] < m["end"] <= len(text)
+    )
+    parts, position = [], 0
+    for start, end in spans:
+        if start < position:  # overlapping marks: the first wins
+            continue
+        parts += [_flat(text[position:start]), f"<mark>{_flat(text[start:end])}</mark>"]
+        position = end
+    parts.append(_flat(text[position:]))
+    return "".join(parts)
+
+
+def _flat(text: str) -> str:
+    """one_line's character rules without its trimming, which would eat the spaces around a
+    mark: line breaks and control characters become spaces, bidi controls go. Escaped."""
+    flat = "".join(
+        " " if unicodedata.category(ch)[0] in "CZ" and not IGNORABLE.fullmatch(ch) else ch
+        for ch in BIDI_CONTROL.sub("", text)
+    )
+    return html.escape(flat)
 
 
 def alert_email(delivery: Delivery, sender: str, recipients: list[str], now: datetime) -> EmailMessage:

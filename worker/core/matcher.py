@@ -5,8 +5,10 @@ only the hits are looked at in Python, to check word boundaries and the genitive
 So the cost per item grows with the item's length and its hits, not with the number of terms:
 10,000 alert terms cost about what 10 do.
 
-Normalised text: folded (see text.fold), hyphens read as spaces, whitespace runs collapsed, so
-`"KI Chips"` finds "KI-Chips" and a phrase matches across line breaks.
+Normalised text: folded (see text.fold: invisible characters such as soft hyphens dropped, case
+and umlauts folded), dashes read as spaces, whitespace runs collapsed, so `"KI Chips"` finds
+"KI-Chips" and "KI – Chips", and a phrase matches across line breaks and non-breaking spaces.
+`normalize_mapped` does the same off the hot path and says where each character came from.
 
 A batch of items (the items of one job) is joined into one text and scanned in one pass: one
 fold and one automaton call per batch instead of per item.
@@ -14,32 +16,124 @@ fold and one automaton call per batch instead of per item.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import ahocorasick
 
+from worker.core.charsets import DASHES, IGNORABLE
 from worker.core.text import fold
 
 FIELDS = ("title", "summary", "category")
 TermKey = tuple[str | None, str, bool]  # (field or None for every field, pattern, prefix)
-_HYPHENS = ("-", "\u2010", "\u2011", "\u2013")
 # Between items, between fields, and between summaries or categories: printable marks that are
 # neither word characters nor whitespace, so no pattern contains them and no phrase spans them.
 _ITEM_END, _TITLE_END, _SUMMARY_END, _JOIN = "\u241c", "\u241d", "\u241e", "\u241f"
+# Regular expressions find these faster than str.replace and `in` do (a third less, measured).
+_SPACED_DASH = {dash: re.compile(f" {re.escape(dash)} ") for dash in DASHES}
+_DOUBLE_SPACE = re.compile("  ")
+_DASH_SET = frozenset(DASHES)
 _MARKS = str.maketrans(dict.fromkeys(_ITEM_END + _TITLE_END + _SUMMARY_END + _JOIN, " "))
 
 
 def normalize(text: str) -> str:
-    folded = fold(text)
-    for hyphen in _HYPHENS:
-        if hyphen in folded:
+    """The text as terms are matched against it (see the module's docstring). On the hot path."""
+    printable = text.isprintable()  # asked once, for both fold and the whitespace pass
+    if not printable:
+        # Line breaks, tabs, NBSP and other spaces first, so that fold finds text whose only
+        # unprintable characters are ignorables, which it handles fastest. Parsed items arrive
+        # single-spaced already (html_to_text), so this is rare.
+        text = " ".join(text.split())
+    folded = fold(text, printable)
+    for dash in DASHES:  # a look with `in` per dash is far cheaper than one regex scan
+        if dash in folded:
             # "A – B" to "A B", not "A   B": the dash between spaces goes with one of them.
-            folded = folded.replace(f" {hyphen} ", " ").replace(hyphen, " ")
-    # Parsed items arrive with single spaces already (html_to_text), so the split is rare.
-    if "  " in folded or not folded.isprintable():
+            folded = _SPACED_DASH[dash].sub(" ", folded).replace(dash, " ")
+    if _DOUBLE_SPACE.search(folded):  # a dash or an ignorable between spaces was removed
         return " ".join(folded.split())
     return folded.strip(" ")
+
+
+@dataclass(frozen=True, slots=True)
+class Normalised:
+    """A normalised text and where each of its characters came from: text[i] stems from
+    original[starts[i]:ends[i]] (two characters share a span where one became two: ä -> ae)."""
+
+    text: str
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        """The original characters that text[start:end] (not empty) came from, as (start, end):
+        invisible characters inside the span are in it, those around it are not."""
+        return self.starts[start], self.ends[end - 1]
+
+
+def normalize_mapped(text: str) -> Normalised:
+    """normalize(text) with where each character came from, for highlights that must point at
+    the text as the feed wrote it. Slow (Python per character): not for the hot path."""
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    separator: tuple[int, int] | None = None  # the first of a run of spaces and dashes
+    for cluster, start, end in _clusters(text):
+        for ch in _fold_cluster(cluster):
+            if ch.isspace() or ch in _DASH_SET:
+                separator = separator or (start, end)
+                continue
+            if separator and chars:  # runs inside the text become one space; at its ends, none
+                chars.append(" ")
+                starts.append(separator[0])
+                ends.append(separator[1])
+            separator = None
+            chars.append(ch)
+            starts.append(start)
+            ends.append(end)
+    return Normalised("".join(chars), tuple(starts), tuple(ends))
+
+
+@lru_cache(maxsize=8192)
+def _fold_cluster(cluster: str) -> str:
+    """fold() of one character or cluster: texts repeat their characters, so it is asked once."""
+    return fold(cluster)
+
+
+def _clusters(text: str) -> Iterator[tuple[str, int, int]]:
+    """The visible characters of text, in runs that NFC may join (a letter and its combining
+    marks, Hangul jamo), each with its span in text: fold(text) is the join of their folds."""
+    if IGNORABLE.search(text) is None:  # nearly always: no look per character
+        visible = list(enumerate(text))
+    else:
+        visible = [(index, ch) for index, ch in enumerate(text) if not IGNORABLE.fullmatch(ch)]
+    if unicodedata.is_normalized("NFC", "".join(ch for _, ch in visible)):
+        yield from ((ch, index, index + 1) for index, ch in visible)  # the common case
+        return
+    run, run_start, run_end = "", 0, 0
+    for index, ch in visible:
+        if run and _starts_run(run, ch):
+            yield run, run_start, run_end
+            run = ""
+        if not run:
+            run_start = index
+        run, run_end = run + ch, index + 1
+    if run:
+        yield run, run_start, run_end
+
+
+def _starts_run(run: str, ch: str) -> bool:
+    """Whether NFC leaves the run alone when ch follows it. Combining marks, and characters that
+    decompose into one (Tibetan vowel signs), stay with the run: NFC reorders and composes them
+    with what precedes; so do characters NFC joins to the run (Hangul jamo, a few scripts)."""
+    if unicodedata.combining(unicodedata.normalize("NFD", ch)[0]):
+        return False
+    return _nfc(run + ch) == _nfc(run) + _nfc(ch)
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
 
 
 @dataclass(slots=True)

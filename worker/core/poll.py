@@ -33,6 +33,7 @@ class FeedState:
     error: str | None = None
     error_count: int = 0
     items_seen: int = 0
+    too_old: int = 0  # of those, published before polling.max_age: recorded, never alerted
     disabled: bool = False
     not_before: datetime | None = None  # backoff, Retry-After or cache lifetime: no poll before
     moved_from: str | None = None  # the configured URL that answered with a permanent redirect
@@ -107,6 +108,7 @@ def plan_poll(state: FeedState, url: str, fingerprint: str, now: datetime, force
     if _config_changed(state, url, fingerprint):
         fresh = FeedState(
             items_seen=state.items_seen,
+            too_old=state.too_old,
             last_success=state.last_success,
             revision=state.revision,
             remembered=state.remembered,

@@ -14,9 +14,11 @@ terms are found). Operators are upper-case only, so "and" is an ordinary word.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from worker.core.charsets import without_ignorables
 from worker.core.errors import QuerySyntaxError
 from worker.core.matcher import ItemText, TermKey, normalize
 
@@ -102,8 +104,9 @@ def matched_terms(node: Node, text: ItemText) -> list[str]:
 
 
 def make_term(raw: str, field_name: str | None = None, phrase: bool = False) -> Term:
-    prefix = raw.endswith("*") and not phrase
-    body = raw[:-1] if prefix else raw
+    visible = without_ignorables(raw)  # "Chip*" pasted with a zero-width space after it is a prefix
+    prefix = visible.endswith("*") and not phrase
+    body = visible[:-1] if prefix else visible
     pattern = normalize(body)
     if not any(ch.isalnum() for ch in pattern):
         raise QuerySyntaxError(f"term {raw!r} has no letters or digits to match")
@@ -113,10 +116,16 @@ def make_term(raw: str, field_name: str | None = None, phrase: bool = False) -> 
     return Term(source, pattern, prefix, field_name.lower() if field_name else None)
 
 
+# Parentheses and NOTs nested deeper than this are refused: no one writes them, and each level is
+# a few frames of recursion here and in every walk of the tree (1,000 ended in a RecursionError).
+MAX_NESTING = 50
+
+
 class _Parser:
     def __init__(self, query: str) -> None:
         self.tokens = _tokenize(query)
         self.pos = 0
+        self.depth = 0
 
     def peek(self) -> tuple[str, str, str | None] | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -152,7 +161,8 @@ class _Parser:
     def parse_unary(self, field_name: str | None) -> Node:
         if self._is_op("NOT") or self._kind() == "minus":
             self.take()
-            return Not(self.parse_unary(field_name))
+            with self._nested():
+                return Not(self.parse_unary(field_name))
         return self.parse_primary(field_name)
 
     def parse_primary(self, field_name: str | None) -> Node:
@@ -162,7 +172,8 @@ class _Parser:
         kind, value, token_field = self.take()
         field_name = token_field or field_name
         if kind == "lparen":
-            node = self.parse_or(field_name)
+            with self._nested():
+                node = self.parse_or(field_name)
             if self._kind() != "rparen":
                 raise QuerySyntaxError("missing closing parenthesis")
             self.take()
@@ -172,6 +183,16 @@ class _Parser:
         if kind == "word" and value not in _OPERATORS:
             return make_term(value, field_name)
         raise QuerySyntaxError(f"unexpected {value!r} where a term was expected")
+
+    @contextmanager
+    def _nested(self) -> Iterator[None]:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise QuerySyntaxError(f"nested more than {MAX_NESTING} levels deep (parentheses, NOT, -)")
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
     def _kind(self) -> str | None:
         token = self.peek()
@@ -212,7 +233,31 @@ def parse_query(query: str) -> Node:
     return _Parser(query).parse()
 
 
+def lowercase_operators(query: str) -> list[str]:
+    """Bare words of a query that spell an operator in another case ('and', 'Or'): they are
+    searched as words (operators are upper case), though their writer may have meant AND, OR
+    or NOT. Quoted ("and") or with a field (title:and), a word is plainly meant as one."""
+    try:
+        tokens = _tokenize(query)
+    except QuerySyntaxError:
+        return []
+    return [
+        value
+        for kind, value, field_name in tokens
+        if kind == "word" and field_name is None and value.upper() in _OPERATORS and value not in _OPERATORS
+    ]
+
+
 _PLAIN_TERM = re.compile(r'[^"()]+')
+
+
+def is_plain_term(entry: str) -> bool:
+    """A topic entry without query syntax: one term, or (with spaces) one phrase."""
+    return (
+        _PLAIN_TERM.fullmatch(entry.strip()) is not None
+        and not _OPERATORS.intersection(entry.split())
+        and not entry.strip().startswith("-")
+    )
 
 
 def parse_term_list(entries: Iterable[str]) -> Node:
@@ -220,11 +265,7 @@ def parse_term_list(entries: Iterable[str]) -> Node:
     nodes: list[Node] = []
     for entry in entries:
         entry_words = entry.split()
-        plain = (
-            _PLAIN_TERM.fullmatch(entry.strip()) is not None
-            and not _OPERATORS.intersection(entry_words)
-            and not entry.strip().startswith("-")
-        )
+        plain = is_plain_term(entry)
         if plain and len(entry_words) > 1:
             nodes.append(make_term(" ".join(entry_words), phrase=True))
         elif plain:

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from worker.core.highlights import PAYLOAD_FIELDS, payload_highlights
 from worker.core.identity import delivery_id
 from worker.core.models import AlertMatch, Delivery, Item, utc_iso
+from worker.core.query import Node
 from worker.core.rules import Classified
 from worker.core.text import one_line
 
 
-def item_payload(item: Item, topics: tuple[str, ...]) -> dict[str, Any]:
+def item_payload(
+    item: Item, topics: tuple[str, ...], story: str | None = None, reports: int = 1
+) -> dict[str, Any]:
+    """The item as receivers get it. `story` and `reports` are the item's own (a story of one)
+    until the commit places it in its story (see with_story)."""
     return {
         "id": item.id,
         "feed": item.feed,
@@ -25,27 +33,57 @@ def item_payload(item: Item, topics: tuple[str, ...]) -> dict[str, Any]:
         "summary": item.summary,
         "categories": list(item.categories),
         "topics": list(topics),
+        "story": story or item.id,
+        "reports": reports,
     }
 
 
-def alert_payload(match: AlertMatch, item: Item, topics: tuple[str, ...], now: datetime) -> dict[str, Any]:
+def alert_payload(
+    match: AlertMatch,
+    item: Item,
+    topics: tuple[str, ...],
+    now: datetime,
+    highlights: dict[str, list[dict[str, object]]] | None = None,
+) -> dict[str, Any]:
     return {
         "type": "newswatch.alert",
         "timestamp": utc_iso(now),
-        "data": {"alert": match.alert, "matched": list(match.matched), "item": item_payload(item, topics)},
+        "data": {
+            "alert": match.alert,
+            "matched": list(match.matched),
+            "item": item_payload(item, topics),
+            "highlights": highlights or {name: [] for name in PAYLOAD_FIELDS},
+        },
     }
 
 
-def deliveries_for(classified: Classified, now: datetime) -> list[Delivery]:
-    """One delivery per (alert, channel); the payload is fixed now so every retry sends the same body."""
+def deliveries_for(
+    classified: Classified, now: datetime, queries: Mapping[str, Node] | None = None
+) -> list[Delivery]:
+    """One delivery per (alert, channel); the payload is fixed now so every retry sends the same
+    body. With the alerts' `queries`, the payload marks the words they matched (highlights)."""
     result = []
     for match in classified.matches:
-        payload = alert_payload(match, classified.item, classified.topics, now)
+        query = queries.get(match.alert) if queries else None
+        marks = payload_highlights(classified.item, query) if query is not None else None
+        payload = alert_payload(match, classified.item, classified.topics, now, marks)
         for channel in match.channels:
             result.append(
                 Delivery(delivery_id(match.alert, classified.item.id, channel), match.alert, channel, payload)
             )
     return result
+
+
+def with_story(delivery: Delivery, story: str, reports: int) -> Delivery:
+    """The delivery with its item placed in a story: `data.item.story` and `.reports`."""
+    if (
+        delivery.payload["data"]["item"].get("story") == story
+        and delivery.payload["data"]["item"].get("reports") == reports
+    ):
+        return delivery
+    payload = copy.deepcopy(delivery.payload)
+    payload["data"]["item"] |= {"story": story, "reports": reports}
+    return Delivery(delivery.delivery_id, delivery.alert, delivery.channel, payload)
 
 
 def webhook_body(payload: dict[str, Any]) -> bytes:
@@ -83,7 +121,8 @@ def _logfmt_fields(alert: str, matched: list[str], item: dict[str, Any]) -> str:
         "title": one_line(item["title"] or ""),
         "link": one_line(item["link"] or ""),
         "published": item["published"] or "",
-        "topics": ",".join(item["topics"]),
+        # Topics hold the feed's own categories: outside text, made one line like the title.
+        "topics": ",".join(one_line(topic) for topic in item["topics"]),
     }
     return " ".join(f"{key}={_logfmt(value)}" for key, value in fields.items())
 

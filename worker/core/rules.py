@@ -74,6 +74,11 @@ class RuleSet:
     sure_topics: tuple[bool, ...] = field(init=False, compare=False)
     filters_topics: bool = field(init=False, compare=False)
 
+    @property
+    def alert_queries(self) -> dict[str, Node]:
+        """Each alert's query by name (highlights, explain)."""
+        return {alert.name: alert.query for alert in self.alerts}
+
     def __post_init__(self) -> None:
         queries = [r.query for r in self.topics] + [r.query for r in self.alerts]
         # Frozen: what is derived from the rules is computed once, here.

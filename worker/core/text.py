@@ -1,6 +1,8 @@
 """Text normalisation for matching: HTML to plain text, folding, word splitting.
 
-Folding implements SPEC §5: case-insensitive, Unicode-aware, ß ≡ ss, ä/ö/ü ≡ ae/oe/ue.
+Folding implements SPEC §5: case-insensitive, Unicode-aware, ß ≡ ss, ä/ö/ü ≡ ae/oe/ue; and it
+drops the default-ignorable code points (soft hyphens, zero-width spaces and joiners, bidi
+controls, variation selectors, ...; see charsets), which a reader never sees.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import html
 import re
 import unicodedata
 from html.parser import HTMLParser
+
+from worker.core.charsets import BIDI_CONTROL, IGNORABLE, without_ignorables
 
 _UMLAUTS = (("ä", "ae"), ("ö", "oe"), ("ü", "ue"))
 _SPACE = re.compile(r"\s+")
@@ -42,11 +46,16 @@ _BLOCK_TAGS = frozenset(
 _SKIPPED_TAGS = frozenset({"script", "style", "template", "noscript"})
 
 
-def fold(text: str) -> str:
+def fold(text: str, printable: bool | None = None) -> str:
     """Fold text so that equivalent spellings compare equal (casefold turns ß into ss).
 
-    On the hot path of matching: str.replace per umlaut is several times faster than
-    str.translate with a mapping, and the NFC check skips the (rare) normalisation."""
+    `printable`: what text.isprintable() said, if the caller asked (the matcher does); False
+    promises nothing and is always safe.
+    On the hot path of matching: ignorables are looked for before any work is done on them,
+    str.replace per umlaut is several times faster than str.translate with a mapping, and the
+    NFC check skips the (rare) normalisation. Ignorables go first, so that a soft hyphen between
+    a letter and its combining mark does not keep NFC from joining them."""
+    text = without_ignorables(text, printable)
     if not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     text = text.casefold()
@@ -90,6 +99,40 @@ def html_to_text(markup: str) -> str:
 
 
 def one_line(text: str) -> str:
-    """Collapse every kind of line break and control character into single spaces."""
-    cleaned = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch for ch in text)
+    """Collapse every kind of line break and control character into single spaces.
+
+    Invisible characters stay as the feed wrote them (a soft hyphen or zero-width joiner turned
+    into a space would split the word or emoji a reader sees), except bidi controls, which could
+    make the line read backwards: they go."""
+    cleaned = "".join(
+        " " if unicodedata.category(ch)[0] in "CZ" and not IGNORABLE.fullmatch(ch) else ch
+        for ch in BIDI_CONTROL.sub("", text)
+    )
     return _SPACE.sub(" ", cleaned).strip()
+
+
+# What may steer a terminal or reorder what a reader sees: C0 and C1 controls (ESC opens colour,
+# screen-clearing and OSC 8 hyperlink sequences; 0x9B is a one-byte CSI), DEL, line and paragraph
+# separators, the bidirectional marks, embeddings, overrides and isolates ("Trojan Source"), and
+# lone surrogates, which cannot even be written out as UTF-8.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """Text from outside made safe for a terminal or a log line: each character that could steer
+    the terminal or reorder the line is shown as an escape (`\\x1b`, `\\u202e`) instead, so a
+    reader still sees that it was there; everything else (umlauts, emoji) is kept. One line."""
+    if _UNPRINTABLE.search(text) is None:  # nearly always: one scan, no copy
+        return text
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
