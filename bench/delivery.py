@@ -170,14 +170,16 @@ channels:
     return config
 
 
-def _queue_items(connection: redis.Redis, config: Path) -> None:
-    """The burst as a poll would queue it: 1,000 items in batches of 50."""
+def _item_burst(connection: redis.Redis, config: Path) -> Callable[[], None]:
+    """The burst as a poll would queue it: 1,000 items in batches of 50. The items are made
+    now; what is returned only queues them, so that making them is not timed."""
     from worker.adapters import keys, queues
 
-    queues.enqueue_item_batches(queues.queue(connection, keys.ITEMS_QUEUE), "burst", _burst_items(BURST), 50)
+    items = _burst_items(BURST)
+    return lambda: queues.enqueue_item_batches(queues.queue(connection, keys.ITEMS_QUEUE), "burst", items, 50)
 
 
-def _queue_delivery_jobs(connection: redis.Redis, config: Path) -> None:
+def _retry_burst(connection: redis.Redis, config: Path) -> Callable[[], None]:
     """The burst as the end of a receiver outage leaves it: 1,000 delivery jobs due at once."""
     from worker.config import load_config
     from worker.core.render import deliveries_for
@@ -187,9 +189,13 @@ def _queue_delivery_jobs(connection: redis.Redis, config: Path) -> None:
     rt = connect(load_config(str(config), {}))
     now = rt.clock()
     deliveries = [d for i in _burst_items(BURST) for d in deliveries_for(classify(i, rt.config.rules), now)]
-    with connection.pipeline() as pipe:
-        rt.outbox.enqueue(pipe, deliveries)
-        pipe.execute()
+
+    def queue() -> None:
+        with connection.pipeline() as pipe:
+            rt.outbox.enqueue(pipe, deliveries)
+            pipe.execute()
+
+    return queue
 
 
 def burst(
@@ -208,12 +214,13 @@ def burst(
     connection.flushall()
     receiver.reset()
     config = _burst_config(redis_url, workdir, receiver)
+    queue_burst = (_retry_burst if as_retries else _item_burst)(connection, config)
     processes = _start_workers(config, workers, workdir)
     try:
         if not _wait_until(lambda: rqcompat.live_workers(connection) >= workers, timeout=60):
             raise RuntimeError("burst: workers did not start")
         started = time.monotonic()
-        (_queue_delivery_jobs if as_retries else _queue_items)(connection, config)
+        queue_burst()
         if not _wait_until(lambda: receiver.count() >= BURST, timeout=600):
             raise RuntimeError(f"burst: {receiver.count()} of {BURST} alerts arrived")
         last = max(t for t, _ in receiver.arrivals)
