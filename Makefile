@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck demo bench image-check install clean
+.PHONY: run test lint typecheck demo bench bench-scale image-check install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/ensure_redis.py --binary
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/scale.py
+
+# The scale part alone: many feeds on many loopback hosts at 300 ms (docs/scaling.md).
+bench-scale: $(STAMP)
+	$(PY) scripts/ensure_redis.py --binary
+	$(PY) bench/scale.py $(SCALE_ARGS)
 
 # Builds the container image here (podman, a stand-in base from Debian's archive) and checks it
 # from the inside; needs root. README: "The container image, checked here".

@@ -67,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     recent.add_argument("--alert", help="only this alert")
     recent.add_argument("--channel", help="only deliveries to this channel")
     _add_archive_commands(sub, common)
+    discover = sub.add_parser(
+        "discover", parents=[common], help="the feeds a page offers, or what it yields as html"
+    )
+    discover.add_argument("url")
+    discover.add_argument("--json", action="store_true", help="machine-readable output")
+    preview = sub.add_parser("preview", parents=[common], help="a source's items as the pipeline sees them")
+    preview.add_argument("feed", nargs="?", help="a configured feed")
+    preview.add_argument("--url", help="a source that is not configured")
+    preview.add_argument(
+        "--type", choices=["feed", "html", "json"], help="its type (default: from the answer)"
+    )
+    preview.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -102,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "check-config":
         return _check_config(config)
+    if args.command == "preview" and (args.feed is None) == (args.url is None):
+        print("newswatch: preview takes a configured feed or --url URL (one of them)", file=sys.stderr)
+        return EXIT_USAGE
     from worker.monitoring import init_sentry
 
     init_sentry(config)
@@ -129,7 +144,7 @@ def _unreachable(config: Config, error: redis.ConnectionError) -> str:
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
-    from worker import commands
+    from worker import commands, preview
 
     handlers = {
         "run": lambda: commands.run(config, args.workers, args.log_level, args.log_format),
@@ -146,6 +161,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         "alerts": lambda: commands.alerts(config, args.since, args.json, args.alert, args.channel),
         "try": lambda: int(_backtest().try_query(config, args.query, args.since, args.feed, args.json)),
         "explain": lambda: int(_backtest().explain_item(config, args.item_id, args.json)),
+        "discover": lambda: preview.discover(config, args.url, args.json),
+        "preview": lambda: preview.preview(config, args.feed, args.url, args.type, args.json),
     }
     try:
         return handlers[args.command]()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -18,11 +19,13 @@ import redis
 
 from worker import channels, delivery, history, jobs, metrics, monitoring
 from worker.adapters import keys, liveness, queues, rqcompat
+from worker.adapters.schedule import Schedule, SchedulerRegistry
 from worker.config import DEFAULT_CHANNEL, Config, FeedConfig
 from worker.core.errors import DeliveryError
 from worker.core.models import AlertMatch, Item, utc_iso
 from worker.core.render import deliveries_for
 from worker.core.rules import Classified
+from worker.core.schedule import LATE
 from worker.core.text import printable
 from worker.core.units import format_duration
 from worker.logs import rq_level
@@ -118,7 +121,8 @@ def poll_feeds(rt: Runtime, feeds: Sequence[FeedConfig]) -> int:
     """Poll these feeds once, with the scheduler's threads; one line per feed, then the timing."""
     failed = 0
     # Feeds are fetched in parallel like the scheduler does; the lines come out in config order.
-    with ThreadPoolExecutor(max_workers=poll_threads(feeds)) as pool:
+    polling = rt.settings.polling
+    with ThreadPoolExecutor(max_workers=poll_threads(feeds, polling.concurrency, polling.per_host)) as pool:
         started, cpu_started = time.perf_counter(), time.process_time()
         outcomes = pool.map(lambda feed: poll_feed(rt, feed, force=True), feeds)
         for outcome in with_progress(
@@ -153,11 +157,13 @@ def with_progress(items: Iterable[T], what: str, total: int) -> Iterator[T]:
 
 
 def status_data(rt: Runtime) -> dict[str, Any]:
+    names = [feed.name for feed in rt.settings.feeds]
+    scheduled = Schedule(rt.redis, "status").next_polls(names)
     feeds = []
     for feed in rt.settings.feeds:
         state = rt.feed_states.get(feed.name)
         moved = state.url if state.url and state.moved_from == feed.url else None
-        next_poll = max((t for t in (state.next_poll, state.not_before) if t), default=None)
+        next_poll = max((t for t in (scheduled[feed.name], state.not_before) if t), default=None)
         feeds.append(
             {
                 "name": feed.name,
@@ -167,12 +173,14 @@ def status_data(rt: Runtime) -> dict[str, Any]:
                 "last_poll": _iso(state.last_poll),
                 "last_success": _iso(state.last_success),
                 "next_poll": None if state.disabled else _iso(next_poll),
+                "late": state.lateness,  # seconds the last scheduler poll started after its time
                 "error": _printable_or_none(state.error),
                 "error_count": state.error_count,
                 "items_seen": state.items_seen,
                 # Published before polling.max_age: recorded, never alerted (say so, not silence).
                 "too_old": state.too_old,
                 "warning": _printable_or_none(state.warning),
+                "polled_by": state.polled_by,
             }
         )
     counts = queues.queue_counts(rt.redis)
@@ -183,7 +191,19 @@ def status_data(rt: Runtime) -> dict[str, Any]:
         ],
         # The newest failures, each with its reason: a count alone says nothing to act on.
         "failed_deliveries": history.failed_deliveries(rt, FAILED_SHOWN),
+        "schedulers": _schedulers(rt, feeds),
     }
+
+
+def _schedulers(rt: Runtime, feeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The scheduler processes alive now, each with the number of feeds it polled last."""
+    polled = Counter(f["polled_by"] for f in feeds if f["polled_by"])
+    live = SchedulerRegistry(rt.redis).live(rt.clock(), 3 * rt.settings.polling.lease)
+    return [
+        {"id": s.id, "host": s.host, "feeds": polled.get(s.id, 0), "in_flight": s.in_flight,
+         "concurrency": s.concurrency, "last_beat": utc_iso(s.last_beat)}
+        for s in live
+    ]  # fmt: skip
 
 
 FAILED_SHOWN = 20  # failed deliveries `status` lists; the queue's "failed" counts them all
@@ -213,9 +233,10 @@ def status(config: Config, as_json: bool) -> int:
             problem = Text.assemble(("disabled: ", "red"), problem)
         rows.append([
             Text(f["name"]), Text(f["last_success"] or "never"), Text(f["next_poll"] or "-"),
-            Text(str(f["error_count"])), Text(_items_seen(f)), problem or Text("ok", style="green"),
+            _late(f["late"]), Text(str(f["error_count"])), Text(_items_seen(f)),
+            problem or Text("ok", style="green"),
         ])  # fmt: skip
-    columns = ("feed", "last success", "next poll", "errors", "items seen", "problem")
+    columns = ("feed", "last success", "next poll", "late", "errors", "items seen", "problem")
     print_table(console, "Feeds", columns, rows, fold={"problem"})
     if any(f["too_old"] for f in data["feeds"]):
         max_age = config.settings.polling.max_age
@@ -226,9 +247,32 @@ def status(config: Config, as_json: bool) -> int:
         [Text(str(q[key])) for key in ("name", "queued", "started", "failed")] for q in data["queues"]
     ]
     print_table(console, "Queues", ("queue", "queued", "started", "failed"), queue_rows)
+    _print_schedulers(console, data["schedulers"])
     failed = sum(q["failed"] for q in data["queues"] if q["name"] == keys.DELIVERIES_QUEUE)
     _print_failed(console, data["failed_deliveries"], failed)
     return EXIT_OK
+
+
+def _late(seconds: float | None) -> Any:
+    from rich.text import Text
+
+    if seconds is None:
+        return Text("-")
+    return Text(f"{seconds:.1f}s", style="yellow" if seconds > LATE.total_seconds() else "")
+
+
+def _print_schedulers(console: Any, schedulers: list[dict[str, Any]]) -> None:
+    from rich.text import Text
+
+    if not schedulers:
+        console.print(Text("Schedulers: none running", style="yellow"))
+        return
+    rows = [
+        [Text(str(v)) for v in (s["id"], s["host"], s["feeds"], f"{s['in_flight']} of {s['concurrency']}",
+                                s["last_beat"])]
+        for s in schedulers
+    ]  # fmt: skip
+    print_table(console, "Schedulers", ("scheduler", "host", "feeds", "polls in flight", "last beat"), rows)
 
 
 def _print_failed(console: Any, failed: list[dict[str, Any]], total: int) -> None:

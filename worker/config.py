@@ -29,6 +29,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from worker.adapters.http_fetch import request_url
@@ -93,8 +94,8 @@ class RedisSettings(_Model):
     @field_validator("url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
+            raise ValueError("must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
         return value
 
 
@@ -130,6 +131,16 @@ class PollingSettings(_Model):
     max_redirects: int = Field(default=5, ge=0, le=30)
     allow_private_addresses: bool = False
     batch_size: int = Field(default=50, ge=1, le=1000)
+    concurrency: int = Field(default=100, ge=1, le=10_000)  # polls in flight per scheduler process
+    per_host: int = Field(default=2, ge=1, le=10_000)  # polls in flight against one host
+    lease: Duration = timedelta(seconds=30)  # a dead scheduler's feeds are taken over after this
+
+    @field_validator("lease")
+    @classmethod
+    def _lease_outlives_heartbeats(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=15):
+            raise ValueError("must be at least 15s (leases are renewed every 5s)")
+        return value
 
 
 class DedupeSettings(_Model):
@@ -202,17 +213,98 @@ def _positive(value: timedelta) -> timedelta:
 Stories = Annotated[StoriesSettings, BeforeValidator(_stories_switch)]
 
 
+def _css_selector(value: object) -> str:
+    """A CSS selector, checked the way worker/sources will compile it (cssselect)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a CSS selector is required")
+    from cssselect import SelectorError, parse  # only configs with `select` need it
+
+    try:
+        parse(value)
+    except SelectorError as e:
+        raise ValueError(f"invalid CSS selector: {e}") from e
+    return value.strip()
+
+
+def _jmespath(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a JMESPath expression is required")
+    import jmespath
+    from jmespath.exceptions import JMESPathError
+
+    try:
+        jmespath.compile(value)
+    except JMESPathError as e:
+        raise ValueError(f"invalid JMESPath: {str(e).splitlines()[0][:200]}") from e
+    return value.strip()
+
+
+CssSelector = Annotated[str, BeforeValidator(_css_selector)]
+JmesPath = Annotated[str, BeforeValidator(_jmespath)]
+
+
+class SelectConfig(_Model):
+    """`type: html` with CSS selectors: `item` finds each teaser, the others look inside it."""
+
+    item: CssSelector
+    link: CssSelector = "a[href]"
+    title: CssSelector | None = None
+    date: CssSelector | None = None
+    summary: CssSelector | None = None
+    tags: CssSelector | None = None
+
+
+class JsonMap(_Model):
+    """`type: json`: JMESPath expressions; `items` finds the list, the others look inside an item.
+    Unset ones try the usual names (worker/sources/json_api.py)."""
+
+    items: JmesPath | None = None
+    id: JmesPath | None = None
+    title: JmesPath | None = None
+    link: JmesPath | None = None
+    published: JmesPath | None = None
+    summary: JmesPath | None = None
+    categories: JmesPath | None = None
+    author: JmesPath | None = None
+
+
 class FeedConfig(_Model):
     name: str = Field(min_length=1)
     url: HttpUrl
-    type: Literal["feed"] = "feed"  # which source adapter reads it (worker/sources)
+    type: Literal["feed", "html", "json"] = "feed"  # which source adapter reads it (worker/sources)
     interval: Duration | None = None
     tags: list[str] = Field(default_factory=list)
+    # Sources that are not feeds (SPEC §8), kept together here.
+    articles: bool = False  # fetch each new item's own page once (html and json sources)
+    max_articles: int = Field(default=20, ge=1, le=500)  # article pages per poll; the rest wait
+    select: SelectConfig | None = None  # html only; without it extraction is automatic
+    headers: dict[str, str] = Field(default_factory=dict)  # sent with the source's own request
+    map: JsonMap | None = None  # json only
+    robots: Literal["obey", "ignore"] = "obey"
+
+    @model_validator(mode="after")
+    def _keys_fit_the_type(self) -> FeedConfig:
+        if self.select is not None and self.type != "html":
+            raise ValueError("select: only for type: html")
+        if self.map is not None and self.type != "json":
+            raise ValueError("map: only for type: json")
+        if self.articles and self.type == "feed":
+            raise ValueError("articles: only for type: html or json")
+        return self
 
     @cached_property
     def fingerprint(self) -> str:
-        """Changes whenever the entry does (its name aside): a changed feed starts afresh."""
-        return config_fingerprint(self.model_dump(exclude={"name"}))
+        """Changes whenever the entry does (its name aside): a changed feed starts afresh. The
+        keys of sources that are not feeds count only when set, so the feeds of an older config
+        keep their fingerprint (and their validators, backoff and 410 state) across the upgrade."""
+        entry = self.model_dump(exclude={"name"})
+        for key in _SOURCE_KEYS:
+            if entry[key] == FeedConfig.model_fields[key].get_default(call_default_factory=True):
+                del entry[key]
+        return config_fingerprint(entry)
+
+
+_SOURCE_KEYS = ("articles", "max_articles", "select", "headers", "map", "robots")
 
 
 class AlertConfig(_Model):
@@ -508,6 +600,8 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
 def _secrets_of(settings: Settings) -> tuple[str, ...]:
     """Every secret of the config, in each spelling it can take in text, longest first."""
     found: list[str | None] = [settings.sentry.dsn, urlsplit(settings.redis.url).password]
+    for feed in settings.feeds:  # an API key in a json source's headers ("Bearer <key>")
+        found += [_credential(value) for value in feed.headers.values()]
     for channel in settings.channels.values():
         if isinstance(channel, WebhookChannel):
             # The whole URL is a secret: Slack-, Teams- and Discord-style webhook URLs carry their
@@ -523,6 +617,13 @@ def _secrets_of(settings: Settings) -> tuple[str, ...]:
     return tuple(sorted(spellings, key=len, reverse=True))
 
 
+def _credential(header: str) -> str | None:
+    """A header value as a secret; "Bearer" alone (its key unset) is no secret, only a word."""
+    value = header.strip()
+    return None if value.lower() in _AUTH_SCHEMES else value
+
+
+_AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "apikey", "digest"})
 _MIN_TOKEN_PATH = 16  # characters: Slack's, Teams' and Discord's webhook paths are 50 to 150
 
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 
 import redis
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -31,6 +31,18 @@ FETCH_SECONDS = Histogram(
     "Time to fetch a feed",
     ["feed"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+POLL_LATENESS = Histogram(
+    "newswatch_poll_lateness_seconds",
+    "How long after its time a poll started (scheduler polls)",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+FEED_LATENESS = Gauge(
+    "newswatch_feed_lateness_seconds", "How long after its time the feed's last poll started", ["feed"]
+)
+POLLS_IN_FLIGHT = Gauge("newswatch_polls_in_flight", "Polls running in this scheduler process")
+POLL_WORST_LATENESS = Gauge(
+    "newswatch_poll_worst_lateness_seconds", "The latest start of a poll in the last report period"
 )
 FETCH_ERRORS = Counter("newswatch_fetch_errors_total", "Failed polls by kind of error", ["feed", "kind"])
 

@@ -3,6 +3,7 @@ anything leaves, and expected feed errors rate-limited so a dead feed does not s
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -12,7 +13,10 @@ import sentry_sdk
 from worker import __version__
 from worker.adapters import rqcompat
 from worker.config import Config
+from worker.core.poll import FeedState, StateUpdate, layout_change_began
 from worker.metrics import error_kind
+
+log = logging.getLogger(__name__)
 
 FEED_ERROR_EVERY = 3600.0  # seconds: at most one event per feed and kind of error
 _last_feed_report: dict[tuple[str, str], float] = {}
@@ -111,3 +115,16 @@ def tag(**tags: str) -> None:
     """Tag the current job's events (feed=..., alert=..., channel=...)."""
     for key, value in tags.items():
         sentry_sdk.set_tag(key, value)
+
+
+def report_layout_change(feed: str, before: FeedState, update: StateUpdate) -> bool:
+    """A page that yielded items now yields none (SPEC §8): a log line and a Sentry warning,
+    once when the episode begins; status shows the warning for as long as it lasts."""
+    if not layout_change_began(before, update):
+        return False
+    log.warning("feed=%s %s", feed, update.warning)
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("feed", feed)
+        scope.fingerprint = ["layout-change", feed]
+        sentry_sdk.capture_message(f"feed {feed}: {update.warning}", level="warning")
+    return True

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from worker import metrics
-from worker.adapters.http_fetch import FetchLimits, FetchResult, RetryLaterError, fetch, request_url
+from worker import articles, metrics
+from worker.adapters import rqcompat
+from worker.adapters.hosts import HOSTS
+from worker.adapters.http_fetch import FetchLimits, FetchResult, RetryLaterError, fetch, host_key
 from worker.adapters.queues import enqueue_item_batches
-from worker.adapters.store import Candidate, StaleStateError
+from worker.adapters.schedule import Lease
+from worker.adapters.store import Candidate, LeaseLostError, StaleStateError
 from worker.config import FeedConfig
 from worker.core.errors import FeedGoneError, FeedParseError, FetchError
 from worker.core.poll import (
@@ -29,6 +31,7 @@ from worker.core.poll import (
     FeedState,
     Fetched,
     PollPlan,
+    StateUpdate,
     after_failure,
     after_success,
     guid_churn,
@@ -36,7 +39,8 @@ from worker.core.poll import (
     rebaseline,
 )
 from worker.core.units import format_duration
-from worker.monitoring import report_feed_error
+from worker.monitoring import report_feed_error, report_layout_change
+from worker.pages import source_request
 from worker.runtime import Runtime
 from worker.sources import Page, ParsedItems, read_items
 
@@ -50,77 +54,100 @@ class PollOutcome:
     items: int = 0  # items in the feed
     enqueued: int = 0  # items not seen before, sent to workers
     error: str | None = None
+    not_before: datetime | None = None  # backoff, Retry-After or cache lifetime: no poll before
 
 
-# At most this many fetches run against one host at a time (scheduler threads wait their turn).
-PER_HOST_CONCURRENCY = 2
-_host_slots: dict[bytes, threading.BoundedSemaphore] = defaultdict(
-    lambda: threading.BoundedSemaphore(PER_HOST_CONCURRENCY)
-)
-# At most this many polls run at once in one process: fetches overlap while others wait on the
-# network. The scheduler and `newswatch poll` size their thread pools with poll_threads().
-POLL_THREADS = 8
+def host_slot(host: str, per_host: int) -> AbstractContextManager[None]:
+    """At most `per_host` fetches start against one host at a time (adapters.hosts)."""
+    return HOSTS.slot(host, per_host)
+
+
 # Polls of one feed made again because its state moved on under them, before giving up the
 # conditional writes (another process writing the same feed's state at the very same time).
 _STALE_STATE_RETRIES = 2
 
 
-def poll_threads(feeds: Sequence[FeedConfig]) -> int:
-    """Threads worth having for these feeds. Each host takes PER_HOST_CONCURRENCY fetches at a
-    time, so threads beyond that only wait, and contend for the GIL: for 200 feeds on one host,
-    8 threads cost 1.7 ms of CPU per unchanged poll where 2 cost 1.3 (docs/performance.md)."""
-    hosts = {request_url(feed.url).host for feed in feeds}
-    return max(1, min(POLL_THREADS, PER_HOST_CONCURRENCY * len(hosts)))
+def poll_threads(feeds: Sequence[FeedConfig], concurrency: int, per_host: int) -> int:
+    """Threads worth having to poll these feeds once (`newswatch poll`): each host takes
+    `per_host` fetches at a time, so threads beyond that would only wait."""
+    hosts = {host_key(feed.url) for feed in feeds}
+    return max(1, min(concurrency, per_host * len(hosts), len(feeds)))
 
 
 def poll_feed(
-    rt: Runtime, feed: FeedConfig, force: bool = False, next_poll: datetime | None = None
+    rt: Runtime,
+    feed: FeedConfig,
+    force: bool = False,
+    lease: Lease | None = None,
+    lateness: float | None = None,
 ) -> PollOutcome:
     """Poll one feed once. Never raises for feed problems: they are recorded in the feed's state.
-    `force` polls even while a backoff or cache lifetime says to wait (`newswatch poll`);
-    `next_poll` (the scheduler's next run) is stored with the poll's own state write."""
+    `force` polls even while a backoff or cache lifetime says to wait (`newswatch poll`). A
+    scheduler passes its `lease` on the feed (every state write is fenced by it: a scheduler
+    whose lease lapsed writes nothing) and how late the poll started."""
+    context = PollContext(force, lease, _scheduler_fields(rt, lease, lateness))
     for attempt in range(_STALE_STATE_RETRIES + 1):
         states = rt.feed_states
-        state = states.get_remembered(feed.name) if attempt == 0 else states.get(feed.name)
+        if attempt == 0:
+            state = states.get_remembered(feed.name, lease.revision if lease else None)
+        else:
+            state = states.get(feed.name)
         try:
-            outcome = _poll_from(rt, feed, state, force, next_poll, attempt < _STALE_STATE_RETRIES)
+            outcome = _poll_from(rt, feed, state, context, attempt < _STALE_STATE_RETRIES)
         except StaleStateError:
             log.debug("feed=%s state changed under the poll; polling again from Redis's", feed.name)
             continue
+        except LeaseLostError:
+            log.info("feed=%s another scheduler took the feed over during this poll", feed.name)
+            outcome = PollOutcome(feed.name, "lease lost")
         metrics.POLLS.labels(feed.name, outcome.status).inc()
         return outcome
     raise AssertionError("the last attempt writes unconditionally")  # pragma: no cover
 
 
+@dataclass(frozen=True)
+class PollContext:
+    force: bool
+    lease: Lease | None
+    extra: StateUpdate  # written with the poll's result (who polled, how late)
+
+    @property
+    def token(self) -> str | None:
+        return self.lease.token if self.lease else None
+
+
+def _scheduler_fields(rt: Runtime, lease: Lease | None, lateness: float | None) -> StateUpdate:
+    if lease is None:
+        return StateUpdate()
+    return StateUpdate(lateness=round(lateness or 0.0, 3), polled_by=lease.token.split("@")[0])
+
+
 def _poll_from(
-    rt: Runtime,
-    feed: FeedConfig,
-    state: FeedState,
-    force: bool,
-    next_poll: datetime | None,
-    conditional: bool,
+    rt: Runtime, feed: FeedConfig, state: FeedState, context: PollContext, conditional: bool
 ) -> PollOutcome:
     """One poll from `state`. Raises StaleStateError, having done nothing that matters (at most
     a fetch whose result is thrown away), when that state is no longer the one in Redis."""
     now = rt.clock()
-    plan = plan_poll(state, feed.url, feed.fingerprint, now, force)
+    plan = plan_poll(state, feed.url, feed.fingerprint, now, context.force)
+    plan = replace(plan, start=plan.start.then(context.extra))
     expect = state if conditional else None
+    if plan.action == "fetch" and _baseline_pending(rt, feed):
+        return PollOutcome(feed.name, "waiting", error=state.error)
     if plan.action != "fetch":
         # Polls that end here write nothing; they must not end on a memory Redis no longer shares.
         rt.feed_states.ensure_current(feed.name, state)
-        return PollOutcome(
-            feed.name, "disabled" if plan.action == "disabled" else "waiting", error=state.error
-        )
+        status = "disabled" if plan.action == "disabled" else "waiting"
+        return PollOutcome(feed.name, status, error=state.error, not_before=state.not_before)
     interval = rt.settings.feed_interval(feed)
     try:
-        result, body_hash, parsed = _fetch_and_read(rt, feed, plan)
+        result, body_hash, parsed = _fetch_and_read(rt, feed, plan, context.lease is not None)
     except (FetchError, FeedParseError) as e:
         retry_after = e.retry_after if isinstance(e, RetryLaterError) else None
         failure = Failure(str(e), isinstance(e, FeedGoneError), retry_after)
-        update, wait = after_failure(plan, failure, now, interval, rt.random(), next_poll)
-        rt.feed_states.write(feed.name, update, expect)
+        update, wait = after_failure(plan, failure, now, interval, rt.random())
+        rt.feed_states.write(feed.name, update, expect, context.token)
         _report_failure(feed, e, update.error_count, wait)
-        return PollOutcome(feed.name, "error", error=str(e))
+        return PollOutcome(feed.name, "error", error=str(e), not_before=update.not_before)
     fetched = Fetched(
         changed=parsed is not None,
         permanent_redirect=result.permanent_redirect,
@@ -137,9 +164,10 @@ def _poll_from(
             rt.config.redact(fetched.permanent_redirect),
         )
     if parsed is None:  # 304 or the same body as last time
-        rt.feed_states.write(feed.name, after_success(plan, fetched, now, interval, next_poll), expect)
-        return PollOutcome(feed.name, "unchanged")
-    return _enqueue_new(rt, feed, plan, fetched, parsed, next_poll)
+        update = after_success(plan, fetched, now, interval)
+        rt.feed_states.write(feed.name, update, expect, context.token)
+        return PollOutcome(feed.name, "unchanged", not_before=update.not_before)
+    return _enqueue_new(rt, feed, plan, fetched, parsed, context)
 
 
 def _enqueue_new(
@@ -148,13 +176,13 @@ def _enqueue_new(
     plan: PollPlan,
     fetched: Fetched,
     parsed: ParsedItems,
-    next_poll: datetime | None,
+    context: PollContext,
 ) -> PollOutcome:
     """Queue the items not seen before, then store the validators: if Redis fails in between,
     the next poll fetches and queues the same body again instead of skipping it."""
     # New items are queued on the strength of this state (baseline or not, what is new): it
     # must be the state in Redis, not only this process's memory of it.
-    rt.feed_states.ensure_current(feed.name, plan.state)
+    rt.feed_states.ensure_unchanged(feed.name, plan.state, context.token)
     items = parsed.items
     baseline = rebaseline(plan.state, feed.name in rt.polled_feeds)
     if baseline:
@@ -163,26 +191,50 @@ def _enqueue_new(
             "in the feed now are recorded, not alerted", feed.name, len(items),
         )  # fmt: skip
     found = rt.seen_store.lookup([Candidate(item) for item in items])
-    fresh = [c.item for c in found.fresh]
-    enqueue_item_batches(rt.items_queue, feed.name, fresh, rt.settings.polling.batch_size, baseline)
+    # articles: true — new items' own pages, read before queuing (worker/articles.py)
+    batch = articles.complete(rt, feed, [c.item for c in found.fresh], baseline)
+    fresh = batch.items
+    jobs = enqueue_item_batches(rt.items_queue, feed.name, fresh, rt.settings.polling.batch_size, baseline)
+    if baseline and jobs:
+        rt.baselines[feed.name] = jobs
+    articles.queued(rt, feed, batch)
     churn = guid_churn(found.guid_churn, len(items))
     now, interval = rt.clock(), rt.settings.feed_interval(feed)
-    rt.feed_states.write(feed.name, after_success(plan, fetched, now, interval, next_poll, churn))
+    fetched = replace(
+        fetched, complete=batch.complete, items_found=parsed.found, problem=batch.problem or parsed.warning
+    )
+    update = after_success(plan, fetched, now, interval, churn)
+    rt.feed_states.write(feed.name, update, lease=context.token)
+    report_layout_change(feed.name, plan.state, update)
     rt.polled_feeds.add(feed.name)
     log.info("feed=%s polled: %d items, %d new to process", feed.name, len(items), len(fresh))
-    return PollOutcome(feed.name, "new", len(items), len(fresh))
+    return PollOutcome(feed.name, "new", len(items), len(fresh), not_before=update.not_before)
+
+
+def _baseline_pending(rt: Runtime, feed: FeedConfig) -> bool:
+    """The feed's re-baseline batches are still queued or running: it waits for them."""
+    jobs = rt.baselines.get(feed.name)
+    if jobs and rqcompat.any_unfinished(rt.items_queue, jobs):
+        return True
+    rt.baselines.pop(feed.name, None)
+    return False
 
 
 def _fetch_and_read(
-    rt: Runtime, feed: FeedConfig, plan: PollPlan
+    rt: Runtime, feed: FeedConfig, plan: PollPlan, host_held: bool
 ) -> tuple[FetchResult, str | None, ParsedItems | None]:
     """Fetch (one slot per host) and read: the result, the body's hash, and the items, or None
     when nothing changed (304, or the same body as last time)."""
     polling = rt.settings.polling
     limits = FetchLimits(polling.timeout.total_seconds(), polling.max_bytes, polling.max_redirects)
     state = plan.state
-    with _host_slots[request_url(plan.url).host], metrics.FETCH_SECONDS.labels(feed.name).time():
-        result = fetch(rt.http, plan.url, limits, rt.clock(), state.etag, state.last_modified)
+    articles.page_fetcher(rt, feed).obey_robots(plan.url)  # html sources (SPEC §8)
+    # A scheduler's poll holds its host slot already (taken when it was dispatched).
+    slot = nullcontext() if host_held else host_slot(host_key(plan.url), polling.per_host)
+    with slot, metrics.FETCH_SECONDS.labels(feed.name).time():
+        result = fetch(
+            rt.http, plan.url, limits, rt.clock(), state.etag, state.last_modified, **source_request(feed)
+        )
     metrics.BYTES.labels(feed.name).inc(len(result.body))
     if result.not_modified:
         metrics.NOT_MODIFIED.labels(feed.name).inc()

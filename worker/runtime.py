@@ -42,6 +42,10 @@ class Runtime:
     # Feeds this process has polled successfully: if one of them later has no state in Redis, the
     # seen-store was wiped under us and the next poll re-baselines instead of flooding alerts.
     polled_feeds: set[str] = field(default_factory=set)
+    # Feeds re-baselined by this process, with their baseline batches: until those are processed
+    # the feed is not polled again, or its next poll would find the baseline's items unseen yet and
+    # queue them once more, to be alerted (a normal batch may be processed before the baseline).
+    baselines: dict[str, list[str]] = field(default_factory=dict)
     # A worker process's sender (worker.delivery.start_sender): every delivery it makes goes
     # through it. None elsewhere: deliveries then send themselves (see worker.delivery).
     sender: Sender[Pending] | None = None
@@ -91,12 +95,16 @@ class Runtime:
         )
 
     @cached_property
-    def http(self) -> httpcore.ConnectionPool:
-        return http_fetch.client(self.settings.polling.allow_private_addresses)
+    def http(self) -> http_fetch.HostPools:
+        polling = self.settings.polling
+        # A server's connections are capped by the polls that may be in flight, not lower: the
+        # per-host limit (adapters.hosts) decides how many start at once.
+        return http_fetch.client(polling.allow_private_addresses, polling.concurrency + 16)
 
     @cached_property
     def delivery_http(self) -> httpcore.ConnectionPool:
-        """Webhook posts: a pool of their own, with a connection kept for every send in flight."""
+        """Webhook posts: a pool of their own, with a connection kept alive for every send that
+        may be in flight (the polls' pools keep 8 per server: a burst would reconnect)."""
         delivery = self.settings.delivery
         return webhook.connection_pool(self.settings.polling.allow_private_addresses, delivery.concurrency)
 
@@ -111,13 +119,22 @@ class Runtime:
         return self
 
 
+_CONNECTION = {"socket_connect_timeout": 5, "socket_timeout": 30, "health_check_interval": 30,
+               "retry_on_timeout": True}  # fmt: skip
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client on `url`; it retries transient errors on its own. `redis+sentinel://host:port[,
+    host:port...]/service[/db]` asks the Sentinels for the service's master, and again after a
+    failover (the same URL form rq-dashboard reads)."""
+    if url.startswith("redis+sentinel://"):
+        from redis_sentinel_url import connect as sentinel_connect
+
+        _, client = sentinel_connect(url, client_options=dict(_CONNECTION))
+        return client  # type: ignore[no-any-return]
+    return redis.Redis.from_url(url, **_CONNECTION)
+
+
 def connect(config: Config) -> Runtime:
-    """A runtime on the configured Redis. The connection retries transient errors on its own."""
-    connection = redis.Redis.from_url(
-        config.settings.redis.url,
-        socket_connect_timeout=5,
-        socket_timeout=30,
-        health_check_interval=30,
-        retry_on_timeout=True,
-    )
-    return Runtime(config, connection)
+    """A runtime on the configured Redis."""
+    return Runtime(config, redis_client(config.settings.redis.url))

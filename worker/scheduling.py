@@ -1,4 +1,11 @@
-"""The polling scheduler: one APScheduler job per feed; each poll enqueues new items for workers.
+"""The polling scheduler (SPEC §9): any number of them share the feeds through one schedule and
+per-feed leases in Redis (adapters.schedule).
+
+Each scheduler process runs a dispatcher thread that takes due feeds while it has free poll
+slots (`polling.concurrency`) and their hosts have room (`polling.per_host`), and a pool of
+threads that poll them side by side, so a slow or dripping feed holds one slot until
+`polling.timeout` and nothing else. APScheduler runs the housekeeping: heartbeats (which also
+keep the leases of long polls alive), and a report that says when polls start late, and why.
 
 Started by `newswatch scheduler` (and `python scheduler.py`, the same).
 """
@@ -7,95 +14,276 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
+import resource
+import socket
+import threading
+import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import redis
-from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from worker import metrics
 from worker.adapters import liveness
-from worker.core.poll import StateUpdate
-from worker.polling import poll_feed, poll_threads
+from worker.adapters.hosts import HOSTS
+from worker.adapters.http_fetch import host_key
+from worker.adapters.schedule import Lease, Schedule, SchedulerInfo, SchedulerRegistry, new_scheduler_id
+from worker.config import FeedConfig
+from worker.core.schedule import KeepingUp, choose, diagnosis, first_due, next_due
+from worker.polling import poll_feed
 from worker.runtime import Runtime
 
 log = logging.getLogger("newswatch.scheduler")
-HEARTBEAT_EVERY = timedelta(seconds=10)
+HEARTBEAT_EVERY = timedelta(seconds=5)
 HEARTBEAT_TTL = timedelta(seconds=60)
+# How often a scheduler says whether it keeps up: twice its shortest interval, within these.
+REPORT_EVERY = (timedelta(seconds=10), timedelta(seconds=60))
+# On SIGTERM, polls in flight get this long to finish; the rest are abandoned safely (their
+# validators are written only after their items are queued) and their feeds handed back.
+STOP_GRACE = timedelta(seconds=6)
+# The dispatcher looks again at least this often, and as soon as a poll ends.
+DISPATCH_EVERY = 0.25
 
 
-def poll_job_id(feed: str) -> str:
-    return f"poll:{feed}"
+class _Pool:
+    """Daemon threads that run polls: started as needed up to `size`, never joined at exit
+    (a stopping scheduler must not wait out a dripping feed's timeout)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.threads = 0
+        self.idle = 0
+        self.lock = threading.Lock()
+
+    def submit(self, task: Callable[[], None]) -> None:
+        with self.lock:
+            if self.idle == 0 and self.threads < self.size:
+                self.threads += 1
+                threading.Thread(target=self._work, name=f"poll-{self.threads}", daemon=True).start()
+            else:
+                self.idle -= 1
+        self.tasks.put(task)
+
+    def _work(self) -> None:
+        while True:
+            task = self.tasks.get()
+            task()
+            with self.lock:
+                self.idle += 1
 
 
-def build_scheduler(rt: Runtime, spread: Callable[[float], float] | None = None) -> BlockingScheduler:
-    """Schedule every feed. `spread(interval_seconds)` gives each feed's first-poll delay: up to
-    `polling.jitter` of the interval (at most 10 s), so a restart does not fire every feed in
-    the same instant; with jitter 0 % every feed is polled at once."""
-    jitter = rt.settings.polling.jitter
-    spread = spread or (lambda seconds: rt.random() * min(seconds * jitter, 10.0))
-    feeds = rt.settings.feeds
-    scheduler = BlockingScheduler(
-        # One thread more than the polls can use: the heartbeat never waits behind slow fetches.
-        executors={"default": ThreadPoolExecutor(max_workers=poll_threads(feeds) + 1)},
-        timezone="UTC",
-    )
-    now = rt.clock()
-    for feed in feeds:
-        interval = rt.settings.feed_interval(feed).total_seconds()
+class Scheduler:
+    def __init__(self, rt: Runtime, scheduler_id: str | None = None) -> None:
+        self.rt = rt
+        self.id = scheduler_id or new_scheduler_id()
+        polling = rt.settings.polling
+        self.concurrency = polling.concurrency
+        self.per_host = polling.per_host
+        self.lease = polling.lease
+        self.schedule = Schedule(rt.redis, self.id)
+        self.registry = SchedulerRegistry(rt.redis)
+        self.feeds: dict[str, FeedConfig] = {f.name: f for f in rt.settings.feeds}
+        self.host_of = {f.name: host_key(f.url) for f in rt.settings.feeds}
+        self.pool = _Pool(self.concurrency)
+        self.lock = threading.Lock()
+        self.in_flight: dict[str, Lease] = {}
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.seen = KeepingUp()
+        self.polls = 0
+        self._cpu_mark = (time.process_time(), time.monotonic())
+
+    # --- the schedule ---------------------------------------------------------------------
+
+    def _first_times(self) -> dict[str, datetime]:
+        now, feeds, settings = self.rt.clock(), list(self.feeds.values()), self.rt.settings
+        return {
+            f.name: first_due(
+                now,
+                settings.feed_interval(f),
+                settings.polling.jitter,
+                len(feeds),
+                self.concurrency,
+                self.rt.random(),
+            )
+            for f in feeds
+        }
+
+    def sync_schedule(self) -> None:
+        """Put this config's feeds on the shared schedule (new ones spread over a start window,
+        known ones keep their time) and take off the feeds that left the config."""
+        gone = self.schedule.sync(self._first_times())
+        if gone:
+            log.info("feeds no longer configured, taken off the schedule: %s", ", ".join(gone))
+
+    def dispatch_forever(self) -> None:
+        """Take due feeds while there is room; wait for a free slot or the next due time."""
+        backoff = 1.0
+        while not self.stopping.is_set():
+            try:
+                self.dispatch_once()
+                backoff = 1.0
+            except redis.RedisError as e:
+                log.warning(
+                    "scheduler: Redis unavailable (%s); retrying in %.0fs", e.__class__.__name__, backoff
+                )
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self.wake.wait(DISPATCH_EVERY)
+            self.wake.clear()
+
+    def dispatch_once(self) -> int:
+        now = self.rt.clock()
+        with self.lock:
+            free = self.concurrency - len(self.in_flight)
+        due = self.schedule.due(now, limit=max(4 * free, 500))
+        if not due:
+            return 0
+        if free <= 0:
+            self.seen.slots_full += 1
+            return 0
+        hosts = {self.host_of[d.feed] for d in due if d.feed in self.host_of}
+        host_free = {host: HOSTS.free(host, self.per_host) for host in hosts}
+        chosen = choose(due, free, self.host_of, host_free, self.per_host)
+        if len(chosen) < min(free, len(due)):
+            for host in {self.host_of.get(d.feed) for d in due} - {self.host_of[c.feed] for c in chosen}:
+                if host:
+                    self.seen.host_limited[host] = self.seen.host_limited.get(host, 0) + 1
+        leases = self.schedule.claim([c.feed for c in chosen], now, self.lease)
+        for lease in leases:
+            self._start(lease)
+        return len(leases)
+
+    def _start(self, lease: Lease) -> None:
+        feed, host = self.feeds[lease.feed], self.host_of[lease.feed]
+        with self.lock:
+            self.in_flight[lease.feed] = lease
+        slot = HOSTS.take(host)  # `choose` saw it free; the poll holds it until it ends
+        self.pool.submit(lambda: self._poll(feed, lease, host, slot))
+
+    def _poll(self, feed: FeedConfig, lease: Lease, host: str, slot: float) -> None:
+        started = self.rt.clock()
+        lateness = max(timedelta(0), started - lease.due)
+        try:
+            if self.stopping.is_set():  # queued before the stop: due again at once, for others
+                self.schedule.release([lease], started)
+                return
+            metrics.POLL_LATENESS.observe(lateness.total_seconds())
+            metrics.FEED_LATENESS.labels(feed.name).set(lateness.total_seconds())
+            outcome = poll_feed(self.rt, feed, lease=lease, lateness=lateness.total_seconds())
+            interval = self.rt.settings.feed_interval(feed)
+            jitter = self.rt.settings.polling.jitter
+            self.schedule.complete(
+                lease, next_due(started, interval, jitter, self.rt.random(), outcome.not_before)
+            )
+            with self.lock:
+                self.seen.record(lateness)
+                self.polls += 1
+        except redis.RedisError as e:
+            # The lease lapses and the feed falls due again: nothing is lost, only delayed.
+            log.warning("feed=%s poll skipped, Redis unavailable: %s", feed.name, e.__class__.__name__)
+        except Exception:  # a bug: reported, and the scheduler goes on with the other feeds
+            log.exception("feed=%s poll failed unexpectedly", feed.name)
+        finally:
+            HOSTS.give_back(host, slot)
+            with self.lock:
+                self.in_flight.pop(lease.feed, None)
+            self.wake.set()
+
+    # --- housekeeping (APScheduler jobs) -----------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Say this scheduler is alive, and keep the leases of polls still running from lapsing."""
+        now = self.rt.clock()
+        with self.lock:
+            held = list(self.in_flight.values())
+            info = SchedulerInfo(self.id, socket.gethostname(), now, len(held), self.concurrency, self.polls)
+        try:
+            self.schedule.extend(held, now + self.lease)
+            if self.schedule.size() < len(self.feeds) and self.schedule.add_missing(self._first_times()):
+                log.warning("the poll schedule in Redis had lost feeds (flushed or restored?): put back")
+            self.registry.beat(info)
+            liveness.beat(self.rt.redis, "scheduler", HEARTBEAT_TTL)
+        except redis.RedisError as e:
+            log.warning("heartbeat failed, Redis unavailable: %s", e.__class__.__name__)
+        metrics.POLLS_IN_FLIGHT.set(len(held))
+
+    def report(self) -> None:
+        """Now and then (REPORT_EVERY): the worst lateness for the metrics, and a warning that
+        says why when polls start late."""
+        cpu, wall = time.process_time(), time.monotonic()
+        with self.lock:
+            seen, self.seen = self.seen, KeepingUp()
+            seen.cpu_share = (cpu - self._cpu_mark[0]) / max(1e-6, wall - self._cpu_mark[1])
+            self._cpu_mark = (cpu, wall)
+        metrics.POLL_WORST_LATENESS.set(seen.worst.total_seconds())
+        message = diagnosis(seen, self.concurrency, self.per_host)
+        if message:
+            log.warning("scheduler is not keeping up: %s", message)
+
+    # --- start and stop ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Start no more polls; give those in flight STOP_GRACE, then hand back the feeds of
+        the ones still running, due at once for the other schedulers."""
+        self.stopping.set()
+        self.wake.set()
+        deadline = time.monotonic() + STOP_GRACE.total_seconds()
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.in_flight:
+                    break
+            time.sleep(0.05)
+        with self.lock:
+            unfinished = list(self.in_flight.values())
+        with contextlib.suppress(redis.RedisError):
+            self.schedule.release(unfinished, self.rt.clock())
+            self.registry.leave(self.id)
+        if unfinished:
+            log.info("stopped with %d polls unfinished; their feeds are due again at once", len(unfinished))
+
+
+def build_scheduler(rt: Runtime, poller: Scheduler) -> BlockingScheduler:
+    """APScheduler runs the housekeeping; polls are dispatched by the Scheduler's own thread."""
+    scheduler = BlockingScheduler(timezone="UTC")
+    shortest = min((rt.settings.feed_interval(f) for f in rt.settings.feeds), default=REPORT_EVERY[1])
+    report_every = min(max(2 * shortest, REPORT_EVERY[0]), REPORT_EVERY[1])
+    for job, every in ((poller.heartbeat, HEARTBEAT_EVERY), (poller.report, report_every)):
         scheduler.add_job(
-            _poll_safely,
-            trigger=IntervalTrigger(seconds=interval, jitter=interval * jitter or None),
-            args=[rt, scheduler, feed.name],
-            id=poll_job_id(feed.name),
-            name=f"poll {feed.name}",
+            job,
+            trigger=IntervalTrigger(seconds=every.total_seconds()),
+            id=job.__name__,
             coalesce=True,
             max_instances=1,
-            misfire_grace_time=max(1, int(interval)),
-            next_run_time=now + timedelta(seconds=spread(interval)),
+            misfire_grace_time=int(every.total_seconds()),
+            # The heartbeat at once (health, and the other schedulers, see this one at its start);
+            # the report after its first period.
+            next_run_time=rt.clock() + (every if job == poller.report else timedelta(0)),
         )
-    scheduler.add_job(
-        _heartbeat,
-        trigger=IntervalTrigger(seconds=HEARTBEAT_EVERY.total_seconds()),
-        args=[rt],
-        id="heartbeat",
-        coalesce=True,
-        max_instances=1,
-        misfire_grace_time=int(HEARTBEAT_EVERY.total_seconds()),
-        next_run_time=now,
-    )
     return scheduler
 
 
-def _poll_safely(rt: Runtime, scheduler: BlockingScheduler, feed_name: str) -> None:
-    """A poll must never take the scheduler down: Redis outages are logged and retried next time.
-    APScheduler has computed the job's next run before running it; it is stored with the poll."""
-    job = scheduler.get_job(poll_job_id(feed_name))
-    try:
-        poll_feed(rt, rt.settings.feed(feed_name), next_poll=job.next_run_time if job else None)
-    except redis.RedisError as e:
-        log.warning("feed=%s poll skipped, Redis unavailable: %s", feed_name, e.__class__.__name__)
-
-
-def _heartbeat(rt: Runtime) -> None:
-    try:
-        liveness.beat(rt.redis, "scheduler", HEARTBEAT_TTL)
-    except redis.RedisError as e:
-        log.warning("heartbeat failed, Redis unavailable: %s", e.__class__.__name__)
-
-
-def _remember_first_polls(rt: Runtime, scheduler: BlockingScheduler) -> None:
-    for feed in rt.settings.feeds:
-        job = scheduler.get_job(poll_job_id(feed.name))
-        if job is not None and job.next_run_time is not None:
-            rt.feed_states.write(feed.name, StateUpdate(next_poll=job.next_run_time))
+def _allow_sockets(concurrency: int) -> None:
+    """Each poll in flight holds a socket: raise the open-file limit as far as allowed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = (
+        min(hard, max(soft, concurrency * 2 + 256))
+        if hard != resource.RLIM_INFINITY
+        else concurrency * 2 + 256
+    )
+    if wanted > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def run(rt: Runtime) -> None:
-    scheduler = build_scheduler(rt)
-    log.info("scheduler started: %d feeds", len(rt.settings.feeds))
+    poller = Scheduler(rt)
+    _allow_sockets(poller.concurrency)
     metrics_settings = rt.settings.metrics
     try:
         metrics.serve(metrics_settings.port, metrics_settings.bind, rt.redis)
@@ -103,13 +291,31 @@ def run(rt: Runtime) -> None:
         log.error(
             "metrics endpoint not started on %s:%d: %s", metrics_settings.bind, metrics_settings.port, e
         )
-    with contextlib.suppress(redis.RedisError):
-        _remember_first_polls(rt, scheduler)
+    housekeeping = build_scheduler(rt, poller)
+    dispatcher = threading.Thread(target=_dispatch_after_sync, args=(poller,), name="dispatch", daemon=True)
+    log.info(
+        "scheduler %s started: %d feeds, %d polls at a time", poller.id, len(poller.feeds), poller.concurrency
+    )
+    dispatcher.start()
     try:
-        scheduler.start()
+        housekeeping.start()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        if scheduler.running:
-            scheduler.shutdown(wait=False)
+        if housekeeping.running:
+            housekeeping.shutdown(wait=False)
+        poller.stop()
         log.info("scheduler stopped")
+
+
+def _dispatch_after_sync(poller: Scheduler) -> None:
+    wait = 1.0
+    while not poller.stopping.is_set():
+        try:
+            poller.sync_schedule()
+            break
+        except redis.RedisError as e:
+            log.warning("scheduler: Redis unavailable (%s); retrying in %.0fs", e.__class__.__name__, wait)
+            poller.stopping.wait(wait)
+            wait = min(wait * 2, 30.0)
+    poller.dispatch_forever()

@@ -163,9 +163,22 @@ def test_make_demo_shows_the_deepseek_alert_offline() -> None:
     assert "ALERT alert=deepseek feed=eulerpool item=" in result.stdout
     assert f'title="{SAMPLE_TITLE}"' in result.stdout
     assert "published=2025-08-15T13:51:00Z" in result.stdout
-    # What the README says the demo shows is what it shows: two alerts for the one story.
-    alerts = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("ALERT ")]
-    assert alerts == ["alert=deepseek", "alert=china-chips"]
+    # What the README says the demo shows is what it shows: two alerts for the one story, from
+    # the feed, then the same two from the news site without a feed (a database of its own).
+    alerts = [line.split()[1:3] for line in result.stdout.splitlines() if line.startswith("ALERT ")]
+    assert alerts == [
+        ["alert=deepseek", "feed=eulerpool"], ["alert=china-chips", "feed=eulerpool"],
+        ["alert=deepseek", "feed=eulerpool-site"], ["alert=china-chips", "feed=eulerpool-site"],
+    ]  # fmt: skip
     assert "demo: 2 alerts (deepseek, china-chips) for the one DeepSeek story" in result.stdout
+    assert "demo: 2 alerts (deepseek, china-chips) from the site's article pages" in result.stdout
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     assert "prints two alerts for its DeepSeek story on the console, `deepseek`" in readme
+    assert "prints the same story's alerts from its HTML article page" in readme
+    # The same story from the news site without a feed: its HTML article page's date and tag line.
+    (site_alert,) = [
+        line for line in result.stdout.splitlines() if "alert=deepseek feed=eulerpool-site" in line
+    ]
+    assert f'title="{SAMPLE_TITLE}"' in site_alert and "published=2025-08-15T13:51:00Z" in site_alert
+    assert "link=http://127.0.0.1:" in site_alert and "/de/news/ki/deepseek-verschiebt" in site_alert
+    assert "topics=DeepSeek,Finanzen,Halbleiter,Huawei,KI,Nvidia" in site_alert

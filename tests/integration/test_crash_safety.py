@@ -113,6 +113,9 @@ def daemon_after_first_alerts(
     daemon = Daemon(tmp_path, redis_url, server)
     try:
         wait_for(lambda: set(received(server)) == expected_titles(items), timeout=60)
+        # And the batches that sent them have finished: a Redis flushed while a job is finishing
+        # deletes the job under RQ, which runs it again (on a wiped seen-store: its alerts again).
+        wait_for(lambda: idle(redis_url), timeout=60)
     except BaseException:
         daemon.stop()
         raise

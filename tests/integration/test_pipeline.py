@@ -274,6 +274,35 @@ def test_a_state_without_revision_is_not_trusted_from_memory(
     _assert_rebaselined(rt, feed, items=1)
 
 
+def test_a_feed_waits_for_its_re_baseline_before_it_is_polled_again(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """After a flush, the baseline batch must be processed before the feed's next poll: a poll
+    in between would find the baseline's items unseen yet and queue them again, as new, and a
+    worker could take that batch first and alert them a second time."""
+    version = {"n": 2}
+    _, _, feed = _versioned_feed(tmp_path, redis_url, http_server, version)
+    body = config_body(
+        http_server, feeds=f'  - {{name: etag, url: "{feed.url}"}}',
+        alerts="  - {name: nvidia, query: Nvidia, channels: [hook]}",
+    )  # fmt: skip
+    rt = make_runtime(tmp_path, redis_url, body)
+    assert poll_feed(rt, feed).status == "new"
+    drain(rt)
+    alerted = len(http_server.received("/hook"))
+    rt.redis.flushall()
+    _assert_rebaselined(rt, feed, items=2)  # queued, not processed yet
+    version["n"] = 3  # one more item, while the baseline still waits in the queue
+    assert poll_feed(rt, feed).status == "waiting"  # not fetched: the baseline comes first
+    assert rt.items_queue.count == 1
+    drain(rt)
+    outcome = poll_feed(rt, feed)
+    assert (outcome.status, outcome.enqueued) == ("new", 1)  # only the new item
+    drain(rt)
+    titles = [h.json()["data"]["item"]["title"] for h in http_server.received("/hook")[alerted:]]
+    assert titles == ["Nvidia 3"]
+
+
 def test_max_age_records_old_items_without_alerting(
     tmp_path: Path, redis_url: str, feed_server: LocalServer
 ) -> None:
@@ -392,8 +421,12 @@ def test_status_json_from_the_cli(tmp_path: Path, redis_url: str, feed_server: L
             "items_seen",
             "too_old",
             "warning",
+            "late",
+            "polled_by",
         ]
     )
+    assert data["feeds"][0]["polled_by"] is None  # a manual poll, not a scheduler's
+    assert data["schedulers"] == []  # none running
     queues = {q["name"]: q for q in data["queues"]}
     assert queues["newswatch-items"]["queued"] == 1
     assert set(queues["newswatch-items"]) == {"name", "queued", "started", "failed"}

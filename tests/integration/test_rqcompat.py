@@ -305,6 +305,16 @@ def test_recent_failed_jobs_and_job_states_for_status_and_alerts(queue: Queue) -
     assert scheduled.runs_at is not None and abs((scheduled.runs_at - at).total_seconds()) < 1
 
 
+def test_any_unfinished_tells_waiting_jobs_from_done_ones(queue: Queue) -> None:
+    waiting = queue.enqueue(record, "waiting")
+    assert rqcompat.any_unfinished(queue, [waiting.id, "gone"])
+    work(queue)  # result_ttl 0 would delete it; a kept result says finished: both count as done
+    assert not rqcompat.any_unfinished(queue, [waiting.id, "gone"])
+    failing = queue.enqueue(always_fails, "failing")
+    work(queue)
+    assert not rqcompat.any_unfinished(queue, [failing.id])
+
+
 def hands_off(label: str) -> Any:
     """Run as a job: report its tries left, then ask to stay held for an hour."""
     CALLS.append(f"{label} left={rqcompat.current_retries_left()}")

@@ -167,3 +167,56 @@ def test_check_config_ok_and_usage_errors() -> None:
     assert ok.returncode == 0, ok.stderr
     assert run_cli("check-config", "--config", "/nonexistent.yaml").returncode == 2
     assert run_cli("no-such-command").returncode == 2
+
+
+def test_sources_that_are_not_feeds_are_checked_by_key_path(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        """
+feeds:
+  - {name: a, url: "https://news.example/", type: html, select: {item: "div[", title: h2}}
+  - {name: b, url: "https://api.example/", type: json, map: {items: "data[", title: headline}}
+  - {name: c, url: "https://news.example/rss", select: {item: div}}
+  - {name: d, url: "https://news.example/", type: html, robots: sometimes, max_articles: 0}
+""",
+    )
+    assert "feeds[0].select.item: invalid CSS selector: Expected ident or '*', got <EOF at 4>" in found
+    assert any(p.startswith("feeds[1].map.items: invalid JMESPath") for p in found)
+    assert "feeds[2]: select: only for type: html" in found
+    assert any(p.startswith("feeds[3].robots:") for p in found)
+    assert any(p.startswith("feeds[3].max_articles:") for p in found)
+
+
+def test_a_json_sources_headers_are_secrets(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+feeds:
+  - name: eulerpool-api
+    type: json
+    url: https://api.example/news
+    headers: {Authorization: "Bearer ${EULERPOOL_API_KEY:-}"}
+""",
+        {"EULERPOOL_API_KEY": "key-that-must-never-leak"},
+    )
+    assert config.settings.feeds[0].headers == {"Authorization": "Bearer key-that-must-never-leak"}
+    assert "key-that-must-never-leak" not in config.redact(
+        "sent Authorization: Bearer key-that-must-never-leak"
+    )
+    unset = load(
+        tmp_path,
+        "feeds: [{name: a, type: json, url: 'https://api.example/', headers: {Authorization: 'Bearer ${K:-}'}}]",
+    )
+    assert unset.redact("Bearer tokens") == "Bearer tokens"  # no key set: the scheme word is no secret
+
+
+def test_a_feed_of_an_older_config_keeps_its_fingerprint() -> None:
+    """Unset keys of html and json sources do not change a feed's fingerprint: an upgrade must
+    not start every feed afresh (which would re-enable feeds that answered 410)."""
+    from worker.config import FeedConfig
+    from worker.core.poll import config_fingerprint
+
+    feed = FeedConfig(name="eulerpool", url="https://eulerpool.example/rss", tags=["Finanzen"])
+    before = config_fingerprint({"url": feed.url, "type": "feed", "interval": None, "tags": ["Finanzen"]})
+    assert feed.fingerprint == before
+    assert FeedConfig(name="e", url=feed.url, tags=["Finanzen"], robots="ignore").fingerprint != before

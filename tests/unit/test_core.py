@@ -315,13 +315,13 @@ def test_item_links_are_made_absolute_against_the_feed_and_only_http_kept() -> N
 
 def test_poll_threads_follow_the_hosts_that_can_be_fetched_at_once() -> None:
     from worker.config import FeedConfig
-    from worker.polling import PER_HOST_CONCURRENCY, POLL_THREADS, poll_threads
+    from worker.polling import poll_threads
 
     def feeds(*urls: str) -> list[FeedConfig]:
         return [FeedConfig(name=f"f{n}", url=url) for n, url in enumerate(urls)]
 
     one_host = feeds(*(f"https://news.example/feed/{n}" for n in range(200)))
-    assert poll_threads(one_host) == PER_HOST_CONCURRENCY  # more would only wait for a host slot
-    assert poll_threads(feeds("https://a.example/", "http://b.example/x")) == 2 * PER_HOST_CONCURRENCY
-    assert poll_threads(feeds(*(f"https://h{n}.example/" for n in range(50)))) == POLL_THREADS
-    assert poll_threads([]) == 1
+    assert poll_threads(one_host, 100, 2) == 2  # more would only wait for a host slot
+    assert poll_threads(feeds("https://a.example/", "http://b.example/x"), 100, 2) == 2
+    assert poll_threads(feeds(*(f"https://h{n}.example/" for n in range(500))), 100, 2) == 100
+    assert poll_threads([], 100, 2) == 1

@@ -70,11 +70,10 @@ def test_a_state_from_before_fingerprints_is_not_reset_but_a_new_url_re_enables_
 def test_success_clears_errors_and_stores_validators_of_a_changed_body() -> None:
     plan = plan_poll(FeedState(error="x", error_count=2, config="c"), URL, "c", NOW, True)
     fetched = Fetched(changed=True, etag='"v2"', last_modified="lm", body_hash="h", fresh_for=3600)
-    written = after_success(plan, fetched, NOW, FIVE, next_poll=NOW + FIVE, churn=True).values()
+    written = after_success(plan, fetched, NOW, FIVE, churn=True).values()
     assert written["error"] is None and written["error_count"] == 0
     assert written["etag"] == '"v2"' and written["body_hash"] == "h"
     assert written["not_before"] == NOW + timedelta(hours=1)  # the cache lifetime beyond the interval
-    assert written["next_poll"] == NOW + FIVE
     assert written["warning"] == GUID_CHURN_WARNING
     unchanged = after_success(plan, Fetched(changed=False, etag="ignored"), NOW, FIVE).values()
     assert "etag" not in unchanged and "warning" not in unchanged and unchanged["not_before"] is None
@@ -145,3 +144,55 @@ def test_make_item_does_links_text_categories_dates_and_identity_for_any_source(
     same_story = make_item(RawEntry(title="x", link=item.canonical_link), "other", "https://o.example/", NOW)
     assert same_story.id == item.id  # one story across sources, by its canonical link
     assert make_item(RawEntry(link="javascript:alert(1)"), "f", URL, NOW).link is None
+
+
+# --- sources that are not feeds (SPEC §8) ----------------------------------------------------
+
+
+def test_a_poll_that_leaves_items_for_later_does_not_store_the_page_as_processed() -> None:
+    from worker.core.poll import FeedState, Fetched, after_success, plan_poll
+
+    now = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    state = FeedState(etag='"old"', body_hash="old", last_success=now, config="fp")
+    plan = plan_poll(state, "https://news.example/", "fp", now, force=False)
+    fetched = Fetched(changed=True, etag='"new"', last_modified="Sat", body_hash="new", complete=False)
+    update = after_success(plan, fetched, now, timedelta(minutes=5))
+    # Not the old validators either: the next poll must fetch and read the page again.
+    assert (update.etag, update.last_modified, update.body_hash) == (None, None, None)
+    done = after_success(
+        plan, Fetched(changed=True, etag='"new"', body_hash="new"), now, timedelta(minutes=5)
+    )
+    assert (done.etag, done.body_hash) == ('"new"', "new")
+
+
+def test_a_page_that_stops_yielding_items_is_warned_about_once_per_episode() -> None:
+    from worker.core.poll import (
+        LAYOUT_WARNING,
+        FeedState,
+        Fetched,
+        after_success,
+        layout_change_began,
+        plan_poll,
+    )
+
+    now = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    interval = timedelta(minutes=5)
+
+    def poll(state: FeedState, found: int) -> tuple[FeedState, bool]:
+        plan = plan_poll(state, "https://news.example/", "fp", now, force=False)
+        update = after_success(
+            plan, Fetched(changed=True, body_hash=str(found), items_found=found), now, interval
+        )
+        began = layout_change_began(state, update)
+        return FeedState(**{**vars(state), **update.values()}), began
+
+    state = FeedState(config="fp")
+    state, began = poll(state, 0)  # a page that never yielded items: nothing to compare with
+    assert state.warning is None and not began
+    state, _ = poll(state, 6)
+    state, began = poll(state, 0)
+    assert state.warning == LAYOUT_WARNING and began
+    state, began = poll(state, 0)  # the episode goes on: still warned, not reported again
+    assert state.warning == LAYOUT_WARNING and not began
+    state, began = poll(state, 4)
+    assert state.warning is None and not began

@@ -4,10 +4,14 @@ FetchError whose message a person understands."""
 
 from __future__ import annotations
 
+import threading
 import zlib
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 import httpcore
 import httpx
@@ -23,6 +27,11 @@ ACCEPT = (
     b"application/rss+xml, application/atom+xml, application/rdf+xml, "
     b"application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
 )
+# What `html` and `json` sources and article pages ask for (SPEC §8).
+ACCEPT_HTML = b"text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
+ACCEPT_JSON = b"application/json, */*;q=0.5"
+# A redirect policy: given the next URL, why not to follow it (None: follow).
+RedirectCheck = Callable[[str], str | None]
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,14 @@ class FetchLimits:
     max_redirects: int
 
 
+class HttpStatusError(FetchError):
+    """The server answered with an error status (4xx/5xx other than 410, 429 and 503)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
 class RetryLaterError(FetchError):
     """HTTP 429/503 with Retry-After: the server named when to come back."""
 
@@ -67,18 +84,53 @@ TRANSPORT_ERRORS = (
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-def client(allow_private: bool) -> httpcore.ConnectionPool:
-    """One connection pool per process: connections are reused across polls of the same host and
-    across webhook posts. httpcore, not httpx.Client: a poll of an unchanged feed is one small
-    request, and httpx's request and response models, cookie jar and URL merging cost a third
-    of its CPU (docs/performance.md). The pool runs on GuardedBackend (deadlines, URL guard)."""
-    return httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=100,
-        max_keepalive_connections=20,
-        keepalive_expiry=30.0,
-        network_backend=GuardedBackend(allow_private),
-    )
+class HostPools:
+    """One small httpcore connection pool per server (scheme, host, port), made on first use.
+
+    httpcore's pool scans every connection it holds, under one lock, for each request; with
+    hundreds of polls in flight on hundreds of hosts that lock became the scheduler's
+    bottleneck (threads waited on it most of the time). A pool per server keeps each scan short
+    and lets polls of different servers never wait for each other. Connections are reused
+    across polls of the same server and across webhook posts; all pools share the TLS context
+    and the GuardedBackend (deadlines, URL guard). httpcore, not httpx.Client: a poll of an
+    unchanged feed is one small request, and httpx's request and response models, cookie jar
+    and URL merging cost a third of its CPU (docs/performance.md)."""
+
+    def __init__(self, allow_private: bool, per_server: int = 64) -> None:
+        self._ssl = httpx.create_ssl_context(trust_env=False)
+        self._backend = GuardedBackend(allow_private)
+        self._per_server = per_server
+        self._pools: dict[tuple[bytes, bytes, int | None], httpcore.ConnectionPool] = {}
+        self._lock = threading.Lock()
+
+    def pool(self, url: httpcore.URL) -> httpcore.ConnectionPool:
+        key = (url.scheme, url.host, url.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get(key)
+                if pool is None:
+                    pool = self._pools[key] = httpcore.ConnectionPool(
+                        ssl_context=self._ssl,
+                        max_connections=self._per_server,
+                        max_keepalive_connections=8,
+                        keepalive_expiry=30.0,
+                        network_backend=self._backend,
+                    )
+        return pool
+
+    def stream(
+        self, method: str, url: httpcore.URL, **kwargs: Any
+    ) -> AbstractContextManager[httpcore.Response]:
+        return self.pool(url).stream(method, url, **kwargs)
+
+    def request(self, method: str, url: httpcore.URL, **kwargs: Any) -> httpcore.Response:
+        return self.pool(url).request(method, url, **kwargs)
+
+
+def client(allow_private: bool, per_server: int = 64) -> HostPools:
+    """The process's HTTP client: connection pools per server, on the URL guard."""
+    return HostPools(allow_private, per_server)
 
 
 @lru_cache(maxsize=4096)
@@ -89,6 +141,12 @@ def request_url(url: str) -> httpcore.URL:
     return httpcore.URL(
         scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
     )
+
+
+def host_key(url: str) -> str:
+    """The server a URL is fetched from, for per-host limits: host and port."""
+    target = request_url(url)
+    return f"{target.host.decode('ascii', 'replace')}:{target.port or ''}"
 
 
 def response_headers(response: httpcore.Response) -> dict[str, str]:
@@ -102,19 +160,20 @@ def timeouts(seconds: float) -> dict[str, dict[str, float]]:
 
 
 def fetch(
-    http: httpcore.ConnectionPool,
+    http: HostPools,
     url: str,
     limits: FetchLimits,
     now: datetime,
     etag: str | None = None,
     last_modified: str | None = None,
+    *,
+    accept: bytes = ACCEPT,
+    extra_headers: Mapping[str, str] | None = None,
+    redirect_check: RedirectCheck | None = None,
 ) -> FetchResult:
-    """GET a document (conditionally, with validators); `now` reads Retry-After and Expires."""
-    headers = [(b"User-Agent", USER_AGENT), (b"Accept", ACCEPT), (b"Accept-Encoding", b"gzip, deflate")]
-    if etag:
-        headers.append((b"If-None-Match", etag.encode("latin-1", "replace")))
-    if last_modified:
-        headers.append((b"If-Modified-Since", last_modified.encode("latin-1", "replace")))
+    """GET a document (conditionally, with validators); `now` reads Retry-After and Expires.
+    `extra_headers` are the source's own (an API key); `redirect_check` may refuse a hop."""
+    headers = _request_headers(accept, extra_headers, etag, last_modified)
     extensions = timeouts(limits.timeout)
     hops: list[int] = []  # the redirects followed, by status
     current = url
@@ -130,6 +189,9 @@ def fetch(
                             raise FetchError("too many redirects")
                         hops.append(response.status)
                         current = str(httpx.URL(current).join(location))
+                        refused = redirect_check(current) if redirect_check else None
+                        if refused:
+                            raise FetchError(refused)
                         continue
                     _check_status(response.status, fields, now)
                     # Reading the (empty) 304 body ends the message, so the connection goes back
@@ -159,6 +221,20 @@ def fetch(
     )
 
 
+def _request_headers(
+    accept: bytes, extra: Mapping[str, str] | None, etag: str | None, last_modified: str | None
+) -> list[tuple[bytes, bytes]]:
+    headers = [(b"User-Agent", USER_AGENT), (b"Accept", accept), (b"Accept-Encoding", b"gzip, deflate")]
+    for name, value in (extra or {}).items():
+        if value:
+            headers.append((name.encode("latin-1", "replace"), value.encode("latin-1", "replace")))
+    if etag:
+        headers.append((b"If-None-Match", etag.encode("latin-1", "replace")))
+    if last_modified:
+        headers.append((b"If-Modified-Since", last_modified.encode("latin-1", "replace")))
+    return headers
+
+
 def _check_status(status: int, headers: dict[str, str], now: datetime) -> None:
     if status == 410:
         raise FeedGoneError("HTTP 410 Gone: feed disabled")
@@ -166,7 +242,7 @@ def _check_status(status: int, headers: dict[str, str], now: datetime) -> None:
         retry_after = retry_after_seconds(headers.get("retry-after"), now)
         raise RetryLaterError(f"HTTP {status}", retry_after)
     if status >= 400:
-        raise FetchError(f"HTTP {status}")
+        raise HttpStatusError(status)
     if 300 <= status < 400 and status != 304:
         raise FetchError(f"HTTP {status} without a usable Location")
 

@@ -89,6 +89,15 @@ def heartbeat(role: str) -> str:
     return f"{PREFIX}:hb:{role}"
 
 
+# The shared poll schedule of every scheduler process (see adapters.schedule). No TTL: it is
+# the feeds' timetable for as long as they are configured; a scheduler's start removes feeds
+# that left the config.
+SCHEDULE = f"{PREFIX}:schedule"  # sorted set: feed -> when it is due (epoch seconds)
+LEASES = f"{PREFIX}:lease"  # hash: feed -> the token of the scheduler polling it right now
+# Scheduler processes, for `status` and `health`: id -> JSON about it, and id -> last heartbeat.
+# No TTL on the keys; entries whose heartbeat is older than a few leases are pruned when read.
+SCHEDULERS = f"{PREFIX}:schedulers"
+SCHEDULER_BEATS = f"{PREFIX}:schedulers:beat"
 # The recent-alerts record behind `newswatch alerts`: a stream, one entry per (alert, item)
 # that fired, with its deliveries' ids. Bounded twice: at most ALERT_LOG_MAX entries (trimmed on
 # every write), and the key expires ALERT_LOG_TTL after the last write; the deliveries' own state
@@ -96,3 +105,17 @@ def heartbeat(role: str) -> str:
 ALERT_LOG = f"{PREFIX}:alerts"
 ALERT_LOG_MAX = 10_000
 ALERT_LOG_TTL = 30 * 24 * 3600  # seconds
+
+
+def robots(origin: str) -> str:
+    """A host's robots.txt as we last fetched it ("scheme://host:port"). TTL: a day when it was
+    read (SPEC §8: "cached for a day"), minutes when the host could not say, so a passing
+    outage does not block or allow a host for a whole day. Shared by every scheduler process."""
+    return f"{PREFIX}:robots:{origin}"
+
+
+def article(item_id: str) -> str:
+    """An article page's progress for one new item: "queued" once its item is on the queue (TTL:
+    an hour, ample for a worker to mark it seen; until then later polls do not fetch the page
+    again), or the number of failed tries of a page that did not answer (TTL: a day)."""
+    return f"{PREFIX}:article:{item_id}"

@@ -20,7 +20,10 @@ ITEMS_FAILURE_CALLBACK = "worker.jobs.on_items_failure"
 ITEM_RETRIES = 5
 ITEM_JOB_TIMEOUT = 45  # seconds: a batch takes milliseconds (without the worker's sender: + INLINE_BUDGET)
 JOB_TIMEOUT = 300  # the queues' default, for anything else
-RESULT_TTL = 600  # finished jobs stay visible in rq-dashboard for a while, then go
+RESULT_TTL = 600  # finished delivery jobs stay visible in rq-dashboard for a while, then go
+# A finished item batch is deleted at once: its items are in the seen-store and its alerts in
+# delivery jobs; keeping ~6 KB per batch for minutes would only cost Redis memory at scale.
+ITEM_RESULT_TTL = 0
 FAILURE_TTL = int(timedelta(days=30).total_seconds())  # failed deliveries wait for replay-failed
 _DAWN = datetime.min.replace(tzinfo=UTC)
 
@@ -68,17 +71,18 @@ def queue(connection: redis.Redis, name: str) -> Queue:
 
 def enqueue_item_batches(
     items_queue: Queue, feed: str, items: Sequence[Item], batch_size: int, baseline: bool = False
-) -> int:
-    """Push items in batches (one job per batch keeps queue overhead per item small). Returns jobs.
-    Batches carry retries: a batch whose worker died is re-run (the commit makes that safe).
-    Oldest first: feeds list their newest items first, and batches are worked in queue order,
-    so a feed's alerts reach a channel in publication order (undated items last, in feed order)."""
+) -> list[str]:
+    """Push items in batches (one job per batch keeps queue overhead per item small). Returns the
+    jobs' ids. Batches carry retries: a batch whose worker died is re-run (the commit makes that
+    safe). Oldest first: feeds list their newest items first, and batches are worked in queue
+    order, so a feed's alerts reach a channel in publication order (undated items last, in feed
+    order)."""
     items = sorted(items, key=lambda item: (item.published is None, item.published or _DAWN))
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     if not batches:
-        return 0
+        return []
     with items_queue.connection.pipeline() as pipe:
-        items_queue.enqueue_many(
+        jobs = items_queue.enqueue_many(
             [
                 Queue.prepare_data(
                     ITEM_JOB,
@@ -86,7 +90,7 @@ def enqueue_item_batches(
                     retry=Retry(max=ITEM_RETRIES),
                     timeout=ITEM_JOB_TIMEOUT,
                     on_failure=Callback(ITEMS_FAILURE_CALLBACK),
-                    result_ttl=RESULT_TTL,
+                    result_ttl=ITEM_RESULT_TTL,
                     failure_ttl=FAILURE_TTL,
                     description=f"process {len(batch)} items of feed {feed}",
                 )
@@ -95,7 +99,7 @@ def enqueue_item_batches(
             pipeline=pipe,
         )
         pipe.execute()
-    return len(batches)
+    return [job.id for job in jobs]
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,14 @@ def fail_scheduled(queue: Queue, job_id: str, reason: str, ttl: int) -> bool:
     return True
 
 
+def any_unfinished(queue: Queue, job_ids: Sequence[str]) -> bool:
+    """Whether any of these jobs still exists and has not finished or failed (a job deleted on
+    success, `result_ttl=0`, counts as finished)."""
+    jobs = Job.fetch_many(list(job_ids), connection=queue.connection, serializer=queue.serializer)
+    done = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+    return any(job is not None and job.get_status(refresh=False) not in done for job in jobs)
+
+
 def failed_jobs(queue: Queue) -> list[Job]:
     """The jobs in the queue's failed registry (those still stored)."""
     ids = FailedJobRegistry(queue=queue).get_job_ids()

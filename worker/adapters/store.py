@@ -225,7 +225,6 @@ def state_from_fields(data: dict[str, str], remembered: bool = False) -> FeedSta
         body_hash=data.get("body_hash") or None,
         last_poll=_moment(data.get("last_poll")),
         last_success=_moment(data.get("last_success")),
-        next_poll=_moment(data.get("next_poll")),
         error=data.get("error") or None,
         error_count=_count(data.get("error_count")),
         items_seen=_count(data.get("items_seen")),
@@ -236,6 +235,9 @@ def state_from_fields(data: dict[str, str], remembered: bool = False) -> FeedSta
         gone_url=data.get("gone_url") or None,
         warning=data.get("warning") or None,
         config=data.get("config") or None,
+        lateness=_seconds(data.get("lateness")),
+        polled_by=data.get("polled_by") or None,
+        items_found=_count(data.get("items_found")) if data.get("items_found") else None,
         revision=data.get(_REVISION, ""),
         remembered=remembered,
     )
@@ -248,6 +250,13 @@ def _count(text: str | None) -> int:
         return 0
 
 
+def _seconds(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
 def _moment(text: str | None) -> datetime | None:
     try:
         return parse_utc(text)
@@ -258,21 +267,30 @@ def _moment(text: str | None) -> datetime | None:
 _REVISION = "rev"
 _TOO_OLD = "too_old"
 # Every write of a feed's state goes through this script: it sets the fields and a new revision
-# (ARGV[2], random, so a revision is never seen twice, not even after a flush). With an expected
-# revision (ARGV[1], "*" for none) it writes only if that is still the revision in Redis, and
-# otherwise writes nothing. It returns whether it wrote, and the revision it replaced.
+# (ARGV[4], random, so a revision is never seen twice, not even after a flush). With an expected
+# revision (ARGV[1], "*" for none) it writes only if that is still the revision in Redis; with a
+# lease token (ARGV[2], "" for none) only while that token still holds the feed's lease (KEYS[2],
+# field ARGV[3]): a scheduler whose lease lapsed writes nothing. It returns whether it wrote, the
+# revision it found, and, when it refused, why ("revision" or "lease").
 _WRITE_STATE = """
 local revision = redis.call('HGET', KEYS[1], 'rev') or ''
-if ARGV[1] ~= '*' and ARGV[1] ~= revision then
-  return {0, revision}
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[2], ARGV[3]) ~= ARGV[2] then
+  return {0, revision, 'lease'}
 end
-redis.call('HSET', KEYS[1], 'rev', unpack(ARGV, 2))
-return {1, revision}
+if ARGV[1] ~= '*' and ARGV[1] ~= revision then
+  return {0, revision, 'revision'}
+end
+redis.call('HSET', KEYS[1], 'rev', unpack(ARGV, 4))
+return {1, revision, ''}
 """
 
 
 class StaleStateError(NewswatchError):
     """A feed's state moved on in Redis since it was read: the poll must start again from it."""
+
+
+class LeaseLostError(NewswatchError):
+    """This scheduler's lease on the feed lapsed and another took it over: write nothing more."""
 
 
 class FeedStateStore:
@@ -297,12 +315,16 @@ class FeedStateStore:
         self._known[feed] = fields
         return state_from_fields(fields)
 
-    def get_remembered(self, feed: str) -> FeedState:
+    def get_remembered(self, feed: str, current: str | None = None) -> FeedState:
         """The state as this process last read or wrote it (it may have moved on in Redis since),
         or, when there is no such memory, the state in Redis now. Only a state with a revision
-        is remembered: "no revision" is what a flushed Redis has too, so it proves nothing."""
+        is remembered: "no revision" is what a flushed Redis has too, so it proves nothing.
+        With `current` (the revision Redis holds, as a scheduler's claim read it), a memory of
+        another revision is not used: another scheduler polled the feed since."""
         fields = self._known.get(feed)
         if fields is None or not fields.get(_REVISION):
+            return self.get(feed)
+        if current is not None and fields.get(_REVISION) != current:
             return self.get(feed)
         return state_from_fields(fields, remembered=True)
 
@@ -315,27 +337,47 @@ class FeedStateStore:
             self._known.pop(feed, None)
             raise StaleStateError(f"feed={feed}: state changed under the poll")
 
+    def ensure_unchanged(self, feed: str, state: FeedState, lease: str | None = None) -> None:
+        """Before queuing items on the strength of `state` (baseline or not, what is new): raise
+        StaleStateError unless Redis still holds the revision it was read at, however it was read
+        (a flush or another writer since the poll began), and LeaseLostError if `lease` no longer
+        holds the feed."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.feed_state(feed), _REVISION)
+            pipe.hget(keys.LEASES, feed)
+            revision, holder = pipe.execute()
+        if lease is not None and (holder or b"").decode() != lease:
+            raise LeaseLostError(f"feed={feed}: another scheduler holds its lease now")
+        if (revision or b"").decode() != state.revision:
+            self._known.pop(feed, None)
+            raise StaleStateError(f"feed={feed}: state changed under the poll")
+
     def count_too_old(self, feed: str, count: int) -> None:
         """Count new items of a feed that were too old to alert (`status` shows the total). Like
         items_seen, a counter beside the poll state: it leaves the revision alone."""
         if count:
             self.redis.hincrby(keys.feed_state(feed), _TOO_OLD, count)
 
-    def write(self, feed: str, update: StateUpdate, expect: FeedState | None = None) -> None:
+    def write(
+        self, feed: str, update: StateUpdate, expect: FeedState | None = None, lease: str | None = None
+    ) -> None:
         """Write the update's fields (None is stored empty, so a write is one command;
         datetimes as ISO UTC). With `expect`, only if Redis still holds the revision that
-        state was read at; StaleStateError (nothing written) when it does not."""
+        state was read at (else StaleStateError); with a `lease` token, only while it holds
+        the feed's lease (else LeaseLostError). Nothing is written when refused."""
         to_set = {name: _field_text(value) for name, value in update.values().items()}
         revision = secrets.token_hex(8)
-        arguments = ["*" if expect is None else expect.revision, revision]
+        arguments = ["*" if expect is None else expect.revision, lease or "", feed, revision]
         for name, text in to_set.items():
             arguments += (name, text)
-        written, replaced = self._write(keys=[keys.feed_state(feed)], args=arguments)
+        written, replaced, why = self._write(keys=[keys.feed_state(feed), keys.LEASES], args=arguments)
         known = self._known.get(feed)
         if written and known is not None and known.get(_REVISION) == replaced.decode():
             self._known[feed] = known | to_set | {_REVISION: revision}
         else:  # refused, or someone else wrote in between: the whole state is no longer known here
             self._known.pop(feed, None)
+        if why == b"lease":
+            raise LeaseLostError(f"feed={feed}: another scheduler holds its lease now")
         if not written:
             raise StaleStateError(f"feed={feed}: state changed under the poll")
 

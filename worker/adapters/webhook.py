@@ -12,6 +12,7 @@ import httpx
 from worker.adapters.http_fetch import (
     TRANSPORT_ERRORS,
     USER_AGENT,
+    HostPools,
     request_url,
     response_headers,
     timeouts,
@@ -44,7 +45,7 @@ def connection_pool(allow_private: bool, in_flight: int) -> httpcore.ConnectionP
 
 
 def send_webhook(
-    http: httpcore.ConnectionPool,
+    http: HostPools | httpcore.ConnectionPool,
     url: str,
     secret: str | None,
     delivery: Delivery,

@@ -36,6 +36,7 @@ class Item:
     categories: tuple[str, ...]
     published: datetime | None
     id: str  # stable item id (see identity.item_id)
+    author: str | None = None  # from an article page or an API, when it names one
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,7 @@ class Item:
             "categories": list(self.categories),
             "published": utc_iso(self.published) if self.published else None,
             "id": self.id,
+            **({"author": self.author} if self.author else {}),
         }
 
     @classmethod
@@ -64,6 +66,7 @@ class Item:
             categories=tuple(data.get("categories", ())),
             published=parse_utc(data.get("published")),
             id=data["id"],
+            author=data.get("author") or None,
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from worker.core.timing import wait_after_error, wait_after_success
 
 GUID_CHURN_WARNING = "GUIDs change on every poll; items are matched by their links"
+LAYOUT_WARNING = "no items found on the page: has its layout changed?"
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,6 @@ class FeedState:
     body_hash: str | None = None
     last_poll: datetime | None = None
     last_success: datetime | None = None
-    next_poll: datetime | None = None
     error: str | None = None
     error_count: int = 0
     items_seen: int = 0
@@ -40,6 +40,9 @@ class FeedState:
     gone_url: str | None = None  # the URL that answered 410 Gone (disabled until the config changes)
     warning: str | None = None  # something odd but not an error (e.g. GUID churn)
     config: str | None = None  # fingerprint of the feed's config entry at the last write
+    lateness: float | None = None  # seconds the last poll started after its time (scheduler polls)
+    polled_by: str | None = None  # the scheduler process that made the last poll
+    items_found: int | None = None  # items the last changed page yielded (html and json sources)
     # A new random token with every write (see the state store); "" before the first.
     revision: str = field(default="", compare=False)
     # From the process's memory of its last read or write, not read from the store just now.
@@ -67,7 +70,6 @@ class StateUpdate:
     body_hash: str | None = KEEP
     last_poll: datetime | None = KEEP
     last_success: datetime | None = KEEP
-    next_poll: datetime | None = KEEP
     error: str | None = KEEP
     error_count: int = KEEP
     disabled: bool = KEEP
@@ -76,6 +78,9 @@ class StateUpdate:
     gone_url: str | None = KEEP
     warning: str | None = KEEP
     config: str | None = KEEP
+    lateness: float | None = KEEP
+    polled_by: str | None = KEEP
+    items_found: int | None = KEEP
 
     def values(self) -> dict[str, Any]:
         """The fields this update sets, by name."""
@@ -147,6 +152,11 @@ class Fetched:
     etag: str | None = None
     last_modified: str | None = None
     body_hash: str | None = None
+    # False when some of the page's new items wait for a later poll (`max_articles`): then its
+    # validators are not stored, or the next poll would skip the unchanged page and lose them.
+    complete: bool = True
+    items_found: int | None = None  # items the page yielded, for sources whose layout may change
+    problem: str | None = None  # something a person should see (e.g. article pages that failed)
 
 
 def after_success(
@@ -154,7 +164,6 @@ def after_success(
     fetched: Fetched,
     now: datetime,
     interval: timedelta,
-    next_poll: datetime | None = None,
     churn: bool = False,
 ) -> StateUpdate:
     """The state a successful poll leaves: no error, a cache lifetime longer than the interval
@@ -167,20 +176,35 @@ def after_success(
         error_count=0,
         not_before=now + wait if wait > interval else None,
     )
-    if next_poll is not None:
-        update = update.then(StateUpdate(next_poll=next_poll))
     if fetched.permanent_redirect and fetched.permanent_redirect != plan.url:
         update = update.then(StateUpdate(url=fetched.permanent_redirect, moved_from=plan.configured))
     if fetched.changed:
+        complete = fetched.complete
         update = update.then(
             StateUpdate(
-                etag=fetched.etag,
-                last_modified=fetched.last_modified,
-                body_hash=fetched.body_hash,
-                warning=GUID_CHURN_WARNING if churn else None,
+                etag=fetched.etag if complete else None,
+                last_modified=fetched.last_modified if complete else None,
+                body_hash=fetched.body_hash if complete else None,
+                warning=_warning(plan.state, fetched, churn),
+                items_found=fetched.items_found,
             )
         )
     return plan.start.then(update)
+
+
+def _warning(state: FeedState, fetched: Fetched, churn: bool) -> str | None:
+    """What status shows beside a successful poll, the most telling first. A page that yielded
+    items and now yields none keeps its warning for the whole episode, until items come back."""
+    if fetched.items_found == 0 and (state.items_found or state.warning == LAYOUT_WARNING):
+        return LAYOUT_WARNING
+    if fetched.problem:
+        return fetched.problem
+    return GUID_CHURN_WARNING if churn else None
+
+
+def layout_change_began(before: FeedState, update: StateUpdate) -> bool:
+    """This poll starts a layout-change episode: log and report it now, once."""
+    return update.warning == LAYOUT_WARNING and before.warning != LAYOUT_WARNING
 
 
 @dataclass(frozen=True)
@@ -196,7 +220,6 @@ def after_failure(
     now: datetime,
     interval: timedelta,
     unit_random: float,
-    next_poll: datetime | None = None,
 ) -> tuple[StateUpdate, timedelta]:
     """The state a failed poll leaves (one more error in a row, a backoff) and the backoff."""
     count = plan.state.error_count + 1
@@ -204,8 +227,6 @@ def after_failure(
     update = StateUpdate(error=failure.message, error_count=count, last_poll=now, not_before=now + wait)
     if failure.gone:
         update = update.then(StateUpdate(disabled=True, gone_url=plan.configured))
-    if next_poll is not None:
-        update = update.then(StateUpdate(next_poll=next_poll))
     return plan.start.then(update), wait
 
 

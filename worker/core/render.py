@@ -35,6 +35,7 @@ def item_payload(
         "topics": list(topics),
         "story": story or item.id,
         "reports": reports,
+        **({"author": item.author} if item.author else {}),
     }
 
 

@@ -20,3 +20,4 @@ class Page:
 class SourceResult:
     entries: list[RawEntry] = field(default_factory=list)
     ttl_minutes: float | None = None  # RSS <ttl>: how long the publisher says it may be cached
+    warning: str | None = None  # something a person should know about this page (status shows it)

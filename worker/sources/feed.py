@@ -19,11 +19,12 @@ from worker.core.dates import DateCandidate
 from worker.core.errors import FeedParseError
 from worker.core.items import RawEntry
 from worker.sources.base import Page, SourceResult
+from worker.sources.discovery import linked_feeds
 
 _DATE_KEYS = ("published", "updated", "created")
 
 
-def read(page: Page) -> SourceResult:
+def read(page: Page, config: object = None) -> SourceResult:
     """Parse a feed body; raises FeedParseError when nothing in it is a feed."""
     # We never output feed HTML as-is, so feedparser's sanitiser and relative-URI rewriting (both
     # re-parse every embedded HTML fragment) would be work for nothing: 2.3x the parse time.
@@ -34,19 +35,30 @@ def read(page: Page) -> SourceResult:
         io.BytesIO(page.body), response_headers=headers, sanitize_html=False, resolve_relative_uris=False
     )
     if not parsed.entries and not parsed.feed.get("title") and not parsed.get("version"):
-        raise FeedParseError(_not_a_feed_message(page.content_type, parsed))
+        raise FeedParseError(_not_a_feed_message(page, parsed))
     ttl = str(parsed.feed.get("ttl") or "").strip()
     return SourceResult([_entry(entry) for entry in parsed.entries], float(ttl) if ttl.isdigit() else None)
 
 
-def _not_a_feed_message(content_type: str, parsed: Any) -> str:
-    media_type = content_type.split(";")[0].strip().lower()
+def _not_a_feed_message(page: Page, parsed: Any) -> str:
+    media_type = page.content_type.split(";")[0].strip().lower()
     if media_type and "xml" not in media_type and "rss" not in media_type and "atom" not in media_type:
-        return f"not a feed: {media_type}"
+        return f"not a feed: {media_type}{_links_note(page, media_type)}"
     if parsed.get("bozo"):
         reason = parsed.get("bozo_exception")
         return f"malformed XML: {_first_line(str(reason))}" if reason else "malformed XML"
     return "not a feed: no RSS, Atom or RDF content"
+
+
+def _links_note(page: Page, media_type: str) -> str:
+    """For an HTML page: the feeds it links to, so the user can take one (SPEC §8)."""
+    if "html" not in media_type:
+        return ""
+    links = [link for link in linked_feeds(page.body, page.content_type, page.url) if link != page.url]
+    if not links:
+        return ""
+    more = f" and {len(links) - 1} more" if len(links) > 1 else ""
+    return f" (the page links to {links[0]}{more})"
 
 
 def _first_line(text: str) -> str:

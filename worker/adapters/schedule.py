@@ -1,0 +1,233 @@
+"""The poll schedule shared by every scheduler process, and the leases that make a feed polled
+by one of them at a time (SPEC §9).
+
+A sorted set holds each feed's due time. A scheduler claims due feeds atomically: their score
+moves to the end of a lease and a lease hash names the claim's token. When the poll is done,
+the scheduler that still holds the token sets the next due time. A scheduler that dies leaves
+its feeds' scores at the end of their leases: they fall due again and another scheduler takes
+them. A token that no longer matches (the lease lapsed and someone else claimed the feed) makes
+every later write of the old holder a no-op: the token is the fence (see store.FeedStateStore).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+
+from worker.adapters import keys
+from worker.core.schedule import Due
+
+# ARGV: now, lease end, token, feed state key prefix, feeds...  For each feed due by now: lease
+# it. Returns per leased feed: its name, when it was due, and the revision of its state (so the
+# scheduler knows whether its memory of that state is still current without reading it).
+_CLAIM = """
+local taken = {}
+for i = 5, #ARGV do
+  local feed = ARGV[i]
+  local due = redis.call('ZSCORE', KEYS[1], feed)
+  if due and tonumber(due) <= tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[2], feed)
+    redis.call('HSET', KEYS[2], feed, ARGV[3])
+    taken[#taken + 1] = feed
+    taken[#taken + 1] = due
+    taken[#taken + 1] = redis.call('HGET', ARGV[4] .. feed, 'rev') or ''
+  end
+end
+return taken
+"""
+# ARGV: feed, token, next due. Only the holder of the lease sets the next time.
+_COMPLETE = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+return 1
+"""
+# ARGV: new score, release (1) or renew (0), then feed/token pairs: renew held leases until the
+# new score, or hand them back, due at it.
+_EXTEND = """
+local n = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 1] then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
+    if ARGV[2] == '1' then redis.call('HDEL', KEYS[2], ARGV[i]) end
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+@dataclass(frozen=True)
+class Lease:
+    feed: str
+    token: str
+    due: datetime  # when the feed was due: lateness is measured from here
+    revision: str = ""  # the revision of the feed's state when it was claimed
+
+
+def _epoch(moment: datetime) -> float:
+    return round(moment.timestamp(), 3)
+
+
+def _moment(score: float | bytes | str) -> datetime:
+    return datetime.fromtimestamp(float(score), UTC)
+
+
+class Schedule:
+    def __init__(self, connection: redis.Redis, scheduler_id: str) -> None:
+        self.redis = connection
+        self.id = scheduler_id
+        self._claim = connection.register_script(_CLAIM)
+        self._complete = connection.register_script(_COMPLETE)
+        self._extend = connection.register_script(_EXTEND)
+
+    def sync(self, first_due: dict[str, datetime]) -> list[str]:
+        """Make the schedule hold exactly these feeds: new ones at their first time, known ones
+        keep theirs, others leave it (and their leases). Returns the feeds that left."""
+        known = {m.decode() for m in self.redis.zrange(keys.SCHEDULE, 0, -1)}  # type: ignore[union-attr]
+        gone = sorted(known - set(first_due))
+        with self.redis.pipeline() as pipe:
+            if first_due:
+                pipe.zadd(keys.SCHEDULE, {f: _epoch(t) for f, t in first_due.items()}, nx=True)
+            if gone:
+                pipe.zrem(keys.SCHEDULE, *gone)
+                pipe.hdel(keys.LEASES, *gone)
+            pipe.execute()
+        return gone
+
+    def size(self) -> int:
+        return int(self.redis.zcard(keys.SCHEDULE))
+
+    def add_missing(self, first_due: dict[str, datetime]) -> int:
+        """Put back feeds the schedule lost (a flushed or restored Redis), keeping the rest."""
+        if not first_due:
+            return 0
+        added: Any = self.redis.zadd(keys.SCHEDULE, {f: _epoch(t) for f, t in first_due.items()}, nx=True)
+        return int(added)
+
+    def due(self, now: datetime, limit: int) -> list[Due]:
+        """The first `limit` feeds due by now, earliest first (a peek: nothing is claimed)."""
+        entries: list[Any] = self.redis.zrangebyscore(
+            keys.SCHEDULE, "-inf", _epoch(now), start=0, num=limit, withscores=True
+        )
+        return [Due(member.decode(), _moment(score)) for member, score in entries]
+
+    def claim(self, feeds: Sequence[str], now: datetime, lease: timedelta) -> list[Lease]:
+        """Lease those of `feeds` that are still due (another scheduler may have taken some)."""
+        if not feeds:
+            return []
+        token = f"{self.id}@{_epoch(now)}"
+        args: list[str | float] = [_epoch(now), _epoch(now + lease), token, keys.feed_state(""), *feeds]
+        taken = self._claim(keys=[keys.SCHEDULE, keys.LEASES], args=args)
+        return [
+            Lease(taken[i].decode(), token, _moment(taken[i + 1]), taken[i + 2].decode())
+            for i in range(0, len(taken), 3)
+        ]
+
+    def complete(self, lease: Lease, next_due: datetime) -> bool:
+        """The poll is done: the feed is next due at `next_due`. False if the lease was lost."""
+        args: list[str | float] = [lease.feed, lease.token, _epoch(next_due)]
+        return bool(self._complete(keys=[keys.SCHEDULE, keys.LEASES], args=args))
+
+    def extend(self, leases: Iterable[Lease], until: datetime) -> int:
+        """Keep held leases from lapsing while their polls run. Returns how many were held."""
+        return self._extend_or_release(leases, until, release=False)
+
+    def release(self, leases: Iterable[Lease], due: datetime) -> int:
+        """Hand held leases back, the feeds due at `due` (a stopping scheduler: at once)."""
+        return self._extend_or_release(leases, due, release=True)
+
+    def _extend_or_release(self, leases: Iterable[Lease], moment: datetime, release: bool) -> int:
+        pairs = [part for lease in leases for part in (lease.feed, lease.token)]
+        if not pairs:
+            return 0
+        args: list[str | float] = [_epoch(moment), "1" if release else "0", *pairs]
+        return int(self._extend(keys=[keys.SCHEDULE, keys.LEASES], args=args))
+
+    def next_polls(self, feeds: Sequence[str]) -> dict[str, datetime | None]:
+        scores = self.redis.zmscore(keys.SCHEDULE, list(feeds)) if feeds else []
+        return {f: _moment(s) if s is not None else None for f, s in zip(feeds, scores, strict=True)}
+
+    def holders(self) -> dict[str, str]:
+        """feed -> the scheduler id polling it right now."""
+        raw = self.redis.hgetall(keys.LEASES)
+        return {k.decode(): v.decode().split("@")[0] for k, v in raw.items()}  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class SchedulerInfo:
+    id: str
+    host: str
+    last_beat: datetime
+    in_flight: int = 0
+    concurrency: int = 0
+    polls: int = 0  # polls this process has made since it started
+
+
+def new_scheduler_id() -> str:
+    import os
+    import secrets
+
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+class SchedulerRegistry:
+    """Which scheduler processes are alive: each beats every few seconds; `live` prunes the
+    silent ones (dead for longer than `stale`)."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.redis = connection
+
+    def beat(self, info: SchedulerInfo) -> None:
+        data = {"host": info.host, "in_flight": info.in_flight, "concurrency": info.concurrency,
+                "polls": info.polls}  # fmt: skip
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(keys.SCHEDULERS, info.id, json.dumps(data))
+            pipe.zadd(keys.SCHEDULER_BEATS, {info.id: _epoch(info.last_beat)})
+            pipe.execute()
+
+    def leave(self, scheduler_id: str) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(keys.SCHEDULERS, scheduler_id)
+            pipe.zrem(keys.SCHEDULER_BEATS, scheduler_id)
+            pipe.execute()
+
+    def live(self, now: datetime, stale: timedelta) -> list[SchedulerInfo]:
+        cutoff = _epoch(now - stale)
+        dead: list[Any] = self.redis.zrangebyscore(keys.SCHEDULER_BEATS, "-inf", f"({cutoff}")
+        if dead:
+            self.redis.zrem(keys.SCHEDULER_BEATS, *dead)
+            self.redis.hdel(keys.SCHEDULERS, *dead)
+        beats: list[Any] = self.redis.zrange(keys.SCHEDULER_BEATS, 0, -1, withscores=True)
+        ids = [member.decode() for member, _ in beats]
+        details: list[Any] = self.redis.hmget(keys.SCHEDULERS, ids) if ids else []
+        return [
+            _info(scheduler_id, _moment(score), _json(raw))
+            for scheduler_id, (_, score), raw in zip(ids, beats, details, strict=True)
+        ]
+
+
+def _info(scheduler_id: str, last_beat: datetime, data: dict[str, Any]) -> SchedulerInfo:
+    def number(name: str) -> int:
+        value = data.get(name, 0)
+        return value if isinstance(value, int) else 0
+
+    host = data.get("host")
+    return SchedulerInfo(
+        scheduler_id, host if isinstance(host, str) else "", last_beat,
+        number("in_flight"), number("concurrency"), number("polls"),
+    )  # fmt: skip
+
+
+def _json(raw: bytes | None) -> dict[str, Any]:
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
