@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from worker import channels, history, jobs, metrics, monitoring
+from worker import channels, delivery, history, jobs, metrics, monitoring
 from worker.adapters import keys, liveness, queues, rqcompat
 from worker.adapters.schedule import Schedule, SchedulerRegistry
 from worker.config import DEFAULT_CHANNEL, Config, FeedConfig
@@ -66,18 +66,27 @@ def worker(
         )
         return EXIT_USAGE
     level = rq_level(logging.getLevelName(logging.getLogger().level))
+    # Deliveries go out side by side on the process's sender; a forked work horse keeps none.
+    after_job = None if fork else delivery.start_sender(rt)
+    finish = False
     wait = 1.0
-    while True:
-        try:
-            # with_scheduler: RQ's scheduler moves retries back onto the queue when their time comes.
-            rq_worker = queues.worker(rt.redis, names, name, monitoring.work_horse_killed, fork)
-            rq_worker.work(burst=burst, with_scheduler=True, logging_level=level)
-            return EXIT_OK
-        except redis.ConnectionError as e:
-            # RQ rides out a lost connection while waiting for jobs, not everywhere else: start over.
-            log.warning("worker lost Redis (%s); reconnecting in %.0fs", e.__class__.__name__, wait)
-            time.sleep(wait)
-            wait = min(wait * 2, 30.0)
+    try:
+        while True:
+            try:
+                # with_scheduler: RQ's scheduler moves retries back onto the queue when their time comes.
+                rq_worker = queues.worker(
+                    rt.redis, names, name, monitoring.work_horse_killed, fork, after_job=after_job
+                )
+                rq_worker.work(burst=burst, with_scheduler=True, logging_level=level)
+                finish = burst and not rqcompat.stop_requested(rq_worker)
+                return EXIT_OK
+            except redis.ConnectionError as e:
+                # RQ rides out a lost connection while waiting for jobs, not everywhere else: start over.
+                log.warning("worker lost Redis (%s); reconnecting in %.0fs", e.__class__.__name__, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, 30.0)
+    finally:
+        delivery.stop_sender(rt, finish)  # a burst sends what waits; a stop hands it back to RQ
 
 
 def poll(config: Config, feed_names: list[str] | None) -> int:
