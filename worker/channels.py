@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from worker.adapters.smtp import SmtpTarget, send_email
+from worker.adapters.smtp import SmtpTarget
 from worker.adapters.webhook import SendOutcome, send_webhook
 from worker.config import EmailChannel, LogChannel, WebhookChannel
 from worker.core.errors import PermanentDeliveryError
@@ -31,7 +31,7 @@ def send(rt: Runtime, delivery: Delivery) -> SendOutcome:
         return SendOutcome(0, time.monotonic() - started, "written to standard output")
     if isinstance(channel, WebhookChannel):
         return send_webhook(
-            rt.http, channel.url, channel.secret, delivery, timeout, rt.clock(), channel.headers
+            rt.delivery_http, channel.url, channel.secret, delivery, timeout, rt.clock(), channel.headers
         )
     return _send_email(rt, channel, delivery, timeout)
 
@@ -51,5 +51,5 @@ def _send_email(rt: Runtime, channel: EmailChannel, delivery: Delivery, timeout:
         allow_private=rt.settings.polling.allow_private_addresses,
     )
     message = alert_email(delivery, channel.from_, channel.to, rt.clock())
-    outcome = send_email(target, message, channel.from_, channel.to)
+    outcome = rt.smtp_sessions.send(target, message, channel.from_, channel.to)
     return SendOutcome(outcome.code, outcome.seconds, f"SMTP {outcome.code} {outcome.reply}")

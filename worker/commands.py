@@ -13,11 +13,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
-from worker import channels, history, jobs, metrics, monitoring
+from worker import channels, delivery, history, jobs, metrics, monitoring
 from worker.adapters import garbage, keys, liveness, queues, rqcompat
 from worker.adapters.schedule import Schedule, SchedulerRegistry
 from worker.config import DEFAULT_CHANNEL, Config, FeedConfig
@@ -33,6 +33,9 @@ from worker.logs import rq_level
 from worker.polling import PollOutcome, poll_feed, poll_threads
 from worker.runtime import Runtime, connect
 from worker.tables import print_table
+
+if TYPE_CHECKING:
+    from rq.worker import BaseWorker
 
 log = logging.getLogger("newswatch")
 T = TypeVar("T")
@@ -67,18 +70,34 @@ def worker(
         )
         return EXIT_USAGE
     level = rq_level(logging.getLevelName(logging.getLogger().level))
+    # Deliveries go out side by side on the process's sender; a forked work horse keeps none.
+    after_job = None if fork else delivery.start_sender(rt)
+    finish = False
+    try:
+        finish = _work(rt, names, lambda: queues.worker(
+            rt.redis, names, name, monitoring.work_horse_killed, fork, after_job=after_job
+        ), burst, level)  # fmt: skip
+        return EXIT_OK
+    finally:
+        delivery.stop_sender(rt, finish)  # a burst sends what waits; a stop hands it back to RQ
+
+
+def _work(
+    rt: Runtime, names: list[str], new_worker: Callable[[], BaseWorker], burst: bool, level: str
+) -> bool:
+    """Run RQ workers until asked to stop or, with `burst`, until the queues are dry (then True).
+    RQ's loop ends on any error it did not expect (a queue key of another type, say): the
+    worker replaces RQ keys that hold garbage and starts again, rather than exit."""
     wait = 1.0
     while True:
         started = time.monotonic()
         try:
-            # Garbage in RQ's keys (a queue key of another type) stops RQ's loop: replaced first.
             rqcompat.repair_queue_keys(rt.redis, [queues.queue(rt.redis, n) for n in names])
             # with_scheduler: RQ's scheduler moves retries back onto the queue when their time comes.
-            rq_worker = queues.worker(rt.redis, names, name, monitoring.work_horse_killed, fork)
+            rq_worker = new_worker()
             rq_worker.work(burst=burst, with_scheduler=True, logging_level=level)
             if burst or rqcompat.stop_requested(rq_worker):
-                return EXIT_OK
-            # RQ quits its loop on any error it did not expect (logged above): go on, not exit.
+                return burst and not rqcompat.stop_requested(rq_worker)
             log.error("worker stopped taking jobs after an error (above); starting again in %.0fs", wait)
         except redis.ConnectionError as e:
             # RQ rides out a lost connection while waiting for jobs, not everywhere else: start over.

@@ -152,6 +152,8 @@ class DeliverySettings(_Model):
         default_factory=lambda: [parse_duration(d) for d in ("10s", "1m", "5m", "15m", "1h")]
     )
     timeout: Duration = timedelta(seconds=10)
+    # Deliveries in flight at once per worker process, first tries and retries alike (SPEC §9).
+    concurrency: int = Field(default=16, ge=1, le=256)
 
 
 # --- stories and archive (SPEC §10) ---------------------------------------------------------------
@@ -337,6 +339,9 @@ class WebhookChannel(_Model):
     url: HttpUrl
     secret: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    # At most this many deliveries in flight to this receiver per worker process (default:
+    # delivery.concurrency); spares a fragile receiver.
+    concurrency: int | None = Field(default=None, ge=1)
 
     @field_validator("secret")
     @classmethod
@@ -376,6 +381,7 @@ class EmailChannel(_Model):
     to: list[MailAddress] = Field(min_length=1)
     from_: MailAddress = Field(alias="from")
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    concurrency: int | None = Field(default=None, ge=1)  # SMTP sessions at once, as for webhooks
 
 
 class LogChannel(_Model):

@@ -1,13 +1,28 @@
 """Delivery, worker side, in three steps: claim -> send -> settle.
 
-1. claim: take the batch's claims in Redis (a delivery already sent is skipped; one another
+1. claim: take the deliveries' claims in Redis (a delivery already sent is skipped; one another
    worker holds is left to it);
-2. send: the only step that talks to receivers, and the only one that may run side by side;
-   each delivery a receiver accepted is marked sent at once (the window for a repeat stays one
-   delivery wide); it stops starting new sends when its time budget (from the runtime's
-   clock) is spent;
-3. settle: cancel the held jobs of what went out, give back the claims of what was not tried,
-   and turn failures into retries (or the failed registry, when permanent).
+2. send: the only step that talks to receivers, on the process's sender (worker/sender.py): up
+   to `delivery.concurrency` sends in flight, fair across channels and alerts, oldest first;
+   each delivery a receiver accepted is marked sent at once, so a crash can repeat at most the
+   sends in flight;
+3. settle: each delivery as soon as its send ends: sent -> its held job cancelled (in the same
+   round trip as the mark); failed -> its job moved to the next retry, or to the failed
+   registry with the reason; not sent because the worker stops -> its job due at once.
+
+Every delivery has an RQ job with the delivery's id, held in the scheduled registry while a
+sender has the delivery (the hold is renewed while it waits): if the worker dies, the job runs
+once the claim has lapsed. Deliveries reach the sender two ways:
+
+- first tries: `deliver_new`, from the batch job right after its commit; the batch job does
+  not wait for them, so the next batch is matched while these are in flight;
+- retries, replays, digests, jobs of a dead worker: `deliver`, the RQ job. In a `newswatch
+  worker` it hands its send to the sender and ends at once, held again by RQ (see
+  rqcompat.run_again_in); the sender settles the job when the send ends.
+
+Without a long-lived sender (`newswatch worker --fork`, a bare `rq worker`, queues drained
+in-process), a batch job's first tries go through a sender of their own that starts sends for at
+most INLINE_BUDGET, and a delivery job sends itself and raises on failure for RQ to retry.
 
 A delivery that a receiver accepted is never sent again, however often its job runs. Only a
 worker killed between 'accepted' and 'marked' can cause a repeat, with the same id, after its
@@ -17,23 +32,30 @@ claim lapses.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from worker import channels, metrics
 from worker.adapters.webhook import SendOutcome
 from worker.core.errors import DeliveryError, PermanentDeliveryError
+from worker.core.lanes import Limits
 from worker.core.models import Delivery
 from worker.core.timing import next_retry_delay
 from worker.monitoring import report_delivery_failure
 from worker.runtime import Runtime
+from worker.sender import Sender
 
 log = logging.getLogger(__name__)
-# A claim outlives one send attempt by this much, then lapses so a killed worker's delivery goes on.
-CLAIM_MARGIN = timedelta(seconds=30)
-# How long a batch job spends on first tries before leaving the rest to their delivery jobs.
+# How long a batch job without the worker's sender goes on starting its first tries.
 INLINE_BUDGET = timedelta(seconds=10)
+# After a job, a worker whose sender has more than a round of sends waiting takes its next job
+# only once that has shrunk, or after ROOM_WAIT: the other workers take the jobs meanwhile.
+ROOM_WAIT = timedelta(milliseconds=500)
+# A channel whose oldest send in flight has lasted this long is stalled (a dead or very slow
+# receiver): what waits for it does not make the worker wait.
+STALLED_AFTER = timedelta(seconds=1)
+HANDED_OFF = "handed off"  # deliver(): the worker's sender has it now
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,14 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """A claimed delivery waiting in a sender, and the tries its job has after this one."""
+
+    claim: Claim
+    tries_left: int  # 0: a failure is final
+
+
+@dataclass(frozen=True)
 class Sent:
     claim: Claim
     outcome: SendOutcome
@@ -60,52 +90,37 @@ class Failed:
     error: DeliveryError
 
 
-@dataclass(frozen=True)
-class Untried:
-    claim: Claim  # the time budget ran out before its turn
-
-
-SendResult = Sent | Failed | Untried
-
-
 def deliver_new(rt: Runtime, deliveries: Sequence[Delivery]) -> None:
     """The first try of each new delivery, made right after the commit rather than by its own RQ
     job: a job costs RQ a few milliseconds and dozens of Redis round trips; a webhook to a
-    healthy receiver costs about one. Each delivery's job already exists (held back by one retry
-    interval), so whatever does not succeed here (failure, time budget spent, this worker
-    killed) is taken over by that job with the usual retries. Should this worker die mid-batch,
-    the rest wait out the claims' lease, under a minute, before their jobs may send them."""
+    healthy receiver costs about one. Each delivery's job already exists, held; whatever does
+    not succeed here (failure, this worker stopping or killed) is taken over by that job."""
     if not deliveries:
         return
-    lease = INLINE_BUDGET + rt.settings.delivery.timeout + CLAIM_MARGIN
-    claimed = claim(rt, deliveries, lease)
-    results = send_all(rt, claimed.mine, rt.clock() + INLINE_BUDGET)
-    settle_first_tries(rt, claimed, results)
+    claimed = claim(rt, deliveries)
+    rt.outbox.cancel([d.delivery_id for d in claimed.already_sent])
+    tries = len(rt.settings.delivery.retries)
+    pending = [Pending(held, tries) for held in claimed.mine]
+    if rt.sender is not None:
+        rt.sender.submit(pending)
+        return
+    sender = make_sender(rt)
+    sender.submit(pending)
+    sender.close(rt.clock() + INLINE_BUDGET, send_grace(rt))
 
 
-def claim(rt: Runtime, deliveries: Sequence[Delivery], lease: timedelta) -> Claimed:
+def claim(rt: Runtime, deliveries: Sequence[Delivery]) -> Claimed:
     """Step 1: the claims of a batch, in one round trip (a second reads those not won)."""
-    tokens = rt.outbox.claim_many(deliveries, lease)
+    tokens = rt.outbox.claim_many(deliveries, rt.outbox.lease)
     mine = [Claim(d, token) for d, token in zip(deliveries, tokens, strict=True) if token]
     sent = [d for d, token in zip(deliveries, tokens, strict=True) if token is None]
     return Claimed(mine, sent)
 
 
-def send_all(rt: Runtime, claims: Sequence[Claim], deadline: datetime) -> list[SendResult]:
-    """Step 2: send each claimed delivery; none is started after `deadline`."""
-    results: list[SendResult] = []
-    for held in claims:
-        if rt.clock() > deadline:
-            results.append(Untried(held))
-            continue
-        results.append(send_one(rt, held))
-    return results
-
-
-def send_one(rt: Runtime, held: Claim) -> Sent | Failed:
-    """One delivery through its channel, marked sent as soon as the receiver accepted it. A
-    failure gives the claim back. Anything but a DeliveryError is a bug: it propagates (RQ
-    marks the job failed, Sentry sees it)."""
+def send_one(rt: Runtime, held: Claim, cancel_job: bool) -> Sent | Failed:
+    """Step 2: one delivery through its channel, marked sent as soon as the receiver accepted it
+    (and its held job dropped, with `cancel_job`). A failure gives the claim back. Anything but
+    a DeliveryError is a bug: it propagates (RQ or the sender logs it, Sentry sees it)."""
     delivery = held.delivery
     try:
         outcome = channels.send(rt, delivery)
@@ -115,7 +130,7 @@ def send_one(rt: Runtime, held: Claim) -> Sent | Failed:
     except BaseException:
         rt.outbox.release(delivery, held.token)
         raise
-    rt.outbox.mark_sent(delivery)  # counts it as delivered too
+    rt.outbox.mark_sent(delivery, cancel_job)  # counts it as delivered too
     log.info(
         "alert=%s channel=%s id=%s delivered (%s, %.0f ms)",
         delivery.alert, delivery.channel, delivery.delivery_id, outcome.detail, outcome.seconds * 1000,
@@ -123,34 +138,44 @@ def send_one(rt: Runtime, held: Claim) -> Sent | Failed:
     return Sent(held, outcome)
 
 
-def settle_first_tries(rt: Runtime, claimed: Claimed, results: Sequence[SendResult]) -> None:
-    """Step 3 for first tries: sent ones are marked and their held jobs cancelled, untried ones
-    go back to their held jobs at once, failed ones become their job's first retry (or fail
-    for good)."""
-    rt.outbox.release_many([(r.claim.delivery, r.claim.token) for r in results if isinstance(r, Untried)])
+def send_and_settle(rt: Runtime, pending: Pending) -> None:
+    """Steps 2 and 3 for a delivery whose job is held: what a sender thread runs."""
+    result = send_one(rt, pending.claim, cancel_job=True)
+    if isinstance(result, Failed):
+        settle_failure(rt, pending, result.error)
+
+
+def settle_failure(rt: Runtime, pending: Pending, error: DeliveryError) -> None:
+    """Step 3 for a failed try: the held job becomes the next retry, with the configured wait
+    (jittered) or the receiver's Retry-After, or goes to the failed registry when the failure
+    is permanent or no tries are left. The same rules as for a job RQ retries itself."""
+    delivery = pending.claim.delivery
     retries = rt.settings.delivery.retries
-    for result in results:
-        if isinstance(result, Failed):
-            delivery, error = result.claim.delivery, result.error
-            if isinstance(error, PermanentDeliveryError) or not retries:
-                fail_for_good(rt, delivery, error)
-                continue
-            metrics.count_delivery(rt.redis, delivery.alert, delivery.channel, "retried")
-            wait = next_retry_delay(int(retries[0].total_seconds()), error.retry_after, rt.random())
-            log.warning(
-                "alert=%s channel=%s first try failed, retry in %ss: %s",
-                delivery.alert, delivery.channel, wait, error,
-            )  # fmt: skip
-            rt.outbox.retry_later(delivery, rt.clock() + timedelta(seconds=wait))
-    sent = [r.claim.delivery.delivery_id for r in results if isinstance(r, Sent)]
-    rt.outbox.cancel(sent + [d.delivery_id for d in claimed.already_sent])
+    if isinstance(error, PermanentDeliveryError) or pending.tries_left <= 0 or not retries:
+        fail_for_good(rt, delivery, error)
+        return
+    configured = retries[min(max(len(retries) - pending.tries_left, 0), len(retries) - 1)]
+    wait = next_retry_delay(int(configured.total_seconds()), error.retry_after, rt.random())
+    metrics.count_delivery(rt.redis, delivery.alert, delivery.channel, "retried")
+    log.warning(
+        "alert=%s channel=%s id=%s try failed, retry in %ss (%d tries left): %s",
+        delivery.alert, delivery.channel, delivery.delivery_id, wait, pending.tries_left, error,
+    )  # fmt: skip
+    rt.outbox.retry_later(delivery, rt.clock() + timedelta(seconds=wait), pending.tries_left - 1)
 
 
-def deliver(rt: Runtime, delivery: Delivery) -> str:
-    """One delivery job (a retry, a replay, or the held job of a worker that died): claim,
-    send, settle. A failure is raised, so RQ retries the job on its schedule."""
-    lease = rt.settings.delivery.timeout + CLAIM_MARGIN
-    token = rt.outbox.claim(delivery, lease)  # raises ClaimHeldError while another worker sends
+def fail_for_good(rt: Runtime, delivery: Delivery, error: DeliveryError) -> None:
+    log.error("alert=%s channel=%s delivery failed for good: %s", delivery.alert, delivery.channel, error)
+    rt.outbox.fail(delivery, f"{error.__class__.__name__}: {error}")
+    metrics.count_delivery(rt.redis, delivery.alert, delivery.channel, "failed")
+    report_delivery_failure(delivery.alert, delivery.channel, error)
+
+
+def deliver(rt: Runtime, delivery: Delivery, tries_left: int | None = None) -> str:
+    """One delivery job (a retry, a replay, a digest, or the held job of a worker that died).
+    With the worker's sender: claim and hand the send to it (HANDED_OFF: the job stays held).
+    Without: claim, send, and raise a failure for RQ to retry on its schedule."""
+    token = rt.outbox.claim(delivery, rt.outbox.lease)  # raises ClaimHeldError while another worker sends
     if token is None:
         log.info(
             "alert=%s channel=%s id=%s already delivered",
@@ -159,14 +184,83 @@ def deliver(rt: Runtime, delivery: Delivery) -> str:
             delivery.delivery_id,
         )
         return "already delivered"
-    result = send_one(rt, Claim(delivery, token))
+    held = Claim(delivery, token)
+    if rt.sender is not None:
+        tries = len(rt.settings.delivery.retries) if tries_left is None else tries_left
+        rt.sender.hand_off(Pending(held, tries))
+        return HANDED_OFF
+    result = send_one(rt, held, cancel_job=False)
     if isinstance(result, Failed):
         raise result.error
     return "delivered"
 
 
-def fail_for_good(rt: Runtime, delivery: Delivery, error: DeliveryError) -> None:
-    log.error("alert=%s channel=%s delivery failed for good: %s", delivery.alert, delivery.channel, error)
-    rt.outbox.fail(delivery, f"{error.__class__.__name__}: {error}")
-    metrics.count_delivery(rt.redis, delivery.alert, delivery.channel, "failed")
-    report_delivery_failure(delivery.alert, delivery.channel, error)
+# --- the sender ----------------------------------------------------------------------------------
+
+
+def make_sender(rt: Runtime) -> Sender[Pending]:
+    settings = rt.settings
+    caps = {name: cap for name, ch in settings.channels.items() if (cap := getattr(ch, "concurrency", None))}
+    routed = {name for rule in rt.config.rules.alerts for name in rule.channels}
+    return Sender(
+        Limits(settings.delivery.concurrency, caps),
+        routed,
+        lane_of=_lane_of,
+        work=lambda pending: send_and_settle(rt, pending),
+        hand_back=lambda pending: hand_back(rt, pending),
+        clock=rt.clock,
+        refresh=lambda pending: rt.outbox.keep([_claim_of(p) for p in pending], rt.clock()),
+        refresh_every=rt.outbox.lease.total_seconds() / 4,
+    )
+
+
+def start_sender(rt: Runtime) -> Callable[[], None]:
+    """The sender of a worker process, for every delivery it makes, until `stop_sender`.
+    Returns what the worker runs after each job (see `after_job`)."""
+    rt.sender = make_sender(rt)
+    return lambda: after_job(rt)
+
+
+def after_job(rt: Runtime) -> None:
+    """Run by the worker once RQ has written a job's outcome: the sends the job handed off may
+    start now. Then, while more than one round of sends waits here for receivers that answer,
+    the worker waits (at most ROOM_WAIT) before its next job, so that in a burst the workers
+    share the batches by how fast they send, not by how fast they match."""
+    sender = rt.sender
+    if sender is None:
+        return
+    sender.admit_handed_off()
+    sender.wait_for_room(rt.settings.delivery.concurrency, ROOM_WAIT, STALLED_AFTER)
+
+
+def stop_sender(rt: Runtime, finish: bool) -> None:
+    """`finish` (a burst worker that ran dry): send everything that waits. Otherwise (SIGTERM):
+    what has not started goes back to its job at once, what is in flight ends and is settled."""
+    sender, rt.sender = rt.sender, None
+    if sender is None:
+        return
+    handed_back = sender.close(None if finish else rt.clock(), send_grace(rt))
+    if handed_back:
+        log.info("stopping: %d deliveries not started went back to their jobs", handed_back)
+
+
+def hand_back(rt: Runtime, pending: Sequence[Pending]) -> None:
+    rt.outbox.hand_back([_claim_of(p) for p in pending], rt.clock())
+
+
+def send_grace(rt: Runtime) -> float:
+    """How long a stopping sender waits for its sends in flight: each ends within the timeout."""
+    return rt.settings.delivery.timeout.total_seconds() + 5
+
+
+def _claim_of(pending: Pending) -> tuple[Delivery, str]:
+    return pending.claim.delivery, pending.claim.token
+
+
+def _lane_of(pending: Pending) -> tuple[str, str, str]:
+    """Channel, alert, and the order within their lane: the item's publication date (an alert
+    of an undated item, or a digest, by when it was made)."""
+    delivery = pending.claim.delivery
+    item = delivery.payload.get("data", {}).get("item") or {}
+    order = item.get("published") or delivery.payload.get("timestamp") or ""
+    return delivery.channel, delivery.alert, str(order)

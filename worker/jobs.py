@@ -41,9 +41,15 @@ def process_items(feed: str, items: list[dict[str, Any]], baseline: bool = False
     return pipeline.process_items(runtime(), feed, items, baseline)
 
 
-def deliver(data: dict[str, Any]) -> str:
+def deliver(data: dict[str, Any]) -> Any:
+    """A delivery job. Handed to the worker's sender, it stays held in RQ (safety net) until the
+    sender settles it; see worker.delivery."""
     tag(alert=data["alert"], channel=data["channel"])
-    return delivery.deliver(runtime(), Delivery.from_dict(data))
+    rt = runtime()
+    outcome = delivery.deliver(rt, Delivery.from_dict(data), rqcompat.current_retries_left())
+    if outcome == delivery.HANDED_OFF:
+        return rqcompat.run_again_in(rt.outbox.hold.total_seconds())
+    return outcome
 
 
 def flush_digest(alert: str, channel: str, window_end: str) -> int:

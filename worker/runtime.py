@@ -8,17 +8,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import TYPE_CHECKING
 
+import httpcore
 import redis
 from rq import Queue
 
-from worker.adapters import http_fetch, keys, queues
+from worker.adapters import http_fetch, keys, queues, webhook
 from worker.adapters.archive import Archive
 from worker.adapters.outbox import Outbox
+from worker.adapters.smtp import SmtpSessions
 from worker.adapters.store import FeedStateStore, SeenStore
 from worker.adapters.stories import StoryIndex
 from worker.config import Config, Settings
 from worker.core.outbox import AlertPolicy
+
+if TYPE_CHECKING:
+    from worker.delivery import Pending
+    from worker.sender import Sender
 
 
 def utc_now() -> datetime:
@@ -39,6 +46,9 @@ class Runtime:
     # the feed is not polled again, or its next poll would find the baseline's items unseen yet and
     # queue them once more, to be alerted (a normal batch may be processed before the baseline).
     baselines: dict[str, list[str]] = field(default_factory=dict)
+    # A worker process's sender (worker.delivery.start_sender): every delivery it makes goes
+    # through it. None elsewhere: deliveries then send themselves (see worker.delivery).
+    sender: Sender[Pending] | None = None
 
     @property
     def settings(self) -> Settings:
@@ -91,9 +101,21 @@ class Runtime:
         # per-host limit (adapters.hosts) decides how many start at once.
         return http_fetch.client(polling.allow_private_addresses, polling.concurrency + 16)
 
+    @cached_property
+    def delivery_http(self) -> httpcore.ConnectionPool:
+        """Webhook posts: a pool of their own, with a connection kept alive for every send that
+        may be in flight (the polls' pools keep 8 per server: a burst would reconnect)."""
+        delivery = self.settings.delivery
+        return webhook.connection_pool(self.settings.polling.allow_private_addresses, delivery.concurrency)
+
+    @cached_property
+    def smtp_sessions(self) -> SmtpSessions:
+        """Open SMTP sessions, reused from one alert to the next (adapters/smtp.py)."""
+        return SmtpSessions()
+
     def warm(self) -> Runtime:
-        """Build what jobs use (HTTP client and TLS context, stores) before the first job, once."""
-        _ = (self.http, self.outbox, self.seen_store, self.feed_states, self.items_queue)
+        """Build what jobs use (HTTP clients and TLS contexts, stores) before the first job, once."""
+        _ = (self.http, self.delivery_http, self.outbox, self.seen_store, self.feed_states, self.items_queue)
         return self
 
 

@@ -3,6 +3,7 @@ login, implicit TLS, and servers that refuse (421 once, 550 always)."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass, field
 from email import policy
@@ -34,6 +35,10 @@ class RecordingHandler:
     received: list[Received] = field(default_factory=list)
     refuse_data: list[str] = field(default_factory=list)  # replies to give, one per DATA, then 250
     refuse_rcpt: str | None = None
+    delay: float = 0.0  # seconds before DATA is answered, other sessions going on meanwhile
+    sessions: set[Any] = field(default_factory=set)  # the client ends (address, port) seen: connections
+    in_data: int = 0
+    peak_in_data: int = 0  # the most messages being answered at once
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if self.refuse_rcpt:
@@ -42,6 +47,13 @@ class RecordingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.sessions.add(session.peer)
+        self.in_data += 1
+        self.peak_in_data = max(self.peak_in_data, self.in_data)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_data -= 1
         if self.refuse_data:
             return self.refuse_data.pop(0)
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
@@ -68,9 +80,11 @@ class MailServer:
         self.controller.stop()
 
 
-def start_mail_server(kind: str, tmp_path: Path, handler: RecordingHandler | None = None) -> MailServer:
+def start_mail_server(
+    kind: str, tmp_path: Path, handler: RecordingHandler | None = None, port: int | None = None
+) -> MailServer:
     handler = handler or RecordingHandler()
-    port = free_port()
+    port = port or free_port()
     if kind == "plain":
         controller = Controller(handler, hostname="127.0.0.1", port=port)
         controller.start()

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from tests.conftest import ROOT, LocalServer, RedisServer, Response, rss, stop_processes, wait_for
+from tests.integration.receivers import Answer, SlowReceiver
 
 
 def stories(start: int, count: int) -> list[dict[str, str]]:
@@ -39,7 +40,9 @@ def expected_titles(items: list[dict[str, str]]) -> set[str]:
 class Daemon:
     """`newswatch scheduler` and N `newswatch worker` processes, each restartable."""
 
-    def __init__(self, tmp_path: Path, redis_url: str, server: LocalServer, workers: int = 2) -> None:
+    def __init__(
+        self, tmp_path: Path, redis_url: str, server: LocalServer, workers: int = 2, hook: str | None = None
+    ) -> None:
         self.config = tmp_path / "newswatch.yaml"
         self.config.write_text(
             f"""
@@ -51,7 +54,7 @@ feeds:
 alerts:
   - {{name: deepseek, query: DeepSeek, channels: [hook]}}
 channels:
-  hook: {{type: webhook, url: "{server.url("/hook")}"}}
+  hook: {{type: webhook, url: "{hook or server.url("/hook")}"}}
 """,
             encoding="utf-8",
         )
@@ -186,6 +189,41 @@ def test_workers_sigkilled_at_random_points_lose_and_double_nothing(
         assert repeats <= 16, f"{repeats} repeats: more than one per kill"  # only the kill window may repeat
     finally:
         daemon.stop()
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_sigkilled_mid_burst_loses_and_doubles_nothing(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """300 alerts at once to a receiver that answers after 100 ms: each worker has up to 16
+    sends in flight and about a hundred more waiting when one is killed. The waiting ones go
+    out when their held jobs come due (their claims lapsed by then); of those in flight, a
+    receiver may see at most each once more, with the same id."""
+    items = stories(0, 900)
+    receiver = SlowReceiver(lambda path, payload, tries: Answer(delay=0.1))
+    http_server.routes["/feed"] = Response(rss(items))
+    daemon = Daemon(tmp_path, redis_url, http_server, hook=receiver.url("/hook"))
+    expected = expected_titles(items)
+    try:
+        wait_for(lambda: len(receiver.delivered("/hook")) >= 50, timeout=60, interval=0.02)
+        daemon.kill_worker(0)
+        assert len(receiver.delivered("/hook")) < len(expected) // 2  # mid-burst
+        try:
+            wait_for(lambda: set(receiver.titles("/hook")) >= expected, timeout=150, interval=0.5)
+        except AssertionError:
+            raise AssertionError(diagnose(redis_url, expected - set(receiver.titles("/hook")))) from None
+        wait_for(lambda: idle(redis_url), timeout=90, interval=0.5)
+        assert daemon.alive()
+    finally:
+        daemon.stop()
+        receiver.close()
+    counts = collections.Counter(receiver.titles("/hook"))
+    assert set(counts) == expected
+    ids: dict[str, set[str]] = collections.defaultdict(set)
+    for arrival in receiver.delivered("/hook"):
+        ids[arrival.payload["data"]["item"]["title"]].add(arrival.headers["webhook-id"])
+    assert all(len(v) == 1 for v in ids.values()), "an alert was sent under two different ids"
+    assert sum(c - 1 for c in counts.values()) <= 16, "more repeats than sends in flight at the kill"
 
 
 def test_redis_restart_under_load(

@@ -406,7 +406,9 @@ def test_a_claim_left_by_a_dead_worker_delays_but_does_not_use_up_retries(
         return Response(b"ok")
 
     http_server.routes["/hook"] = receiver
-    poll_feed(rt, rt.settings.feeds[0])
+    with rt.redis.pipeline() as pipe:  # its job comes due (a retry, or the held job of the dead worker)
+        rt.outbox.enqueue(pipe, [_the_delivery(rt)])
+        pipe.execute()
     drain_until(rt, lambda: len(http_server.received("/hook")) == 1, timeout=20)
     # Sent only once the dead worker's claim had lapsed, under a claim of its own.
     assert claim_at_send[0] is not None and claim_at_send[0] != b"sending:dead-worker"
@@ -445,3 +447,31 @@ def test_a_first_try_finds_a_delivery_already_sent_and_cancels_its_held_job(
     deliver_new(rt, [delivery])
     assert http_server.received("/hook") == []
     assert ScheduledJobRegistry(queue=rt.deliveries_queue).get_job_ids() == []
+
+
+def test_waiting_deliveries_keep_their_claims_and_holds_and_go_back_due_at_once(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """While a delivery waits in a worker's sender, neither its claim lapses nor its held job
+    runs; a stopping worker gives it back, due now, for any worker."""
+    rt = setup(tmp_path, redis_url, http_server, ONE)
+    delivery = Delivery("d-waits", "deepseek", "hook", {"type": "alert", "data": {}})
+    now = rt.clock()
+    with rt.redis.pipeline() as pipe:
+        pipe.multi()
+        rt.outbox.enqueue(pipe, [delivery], hold_until=now + rt.outbox.hold)
+        pipe.execute()
+    (token,) = rt.outbox.claim_many([delivery], timedelta(seconds=2))
+    registry = ScheduledJobRegistry(queue=rt.deliveries_queue)
+    state = keys.delivery_state("d-waits")
+    later = now + timedelta(minutes=5)
+    rt.outbox.keep([(delivery, "another-workers-token")], later)
+    assert rt.redis.pttl(state) <= 2000  # a claim that is not ours is left alone
+    rt.outbox.keep([(delivery, token)], later)  # type: ignore[list-item]
+    assert rt.redis.pttl(state) > rt.outbox.lease.total_seconds() * 1000 - 2000
+    assert rt.redis.zscore(registry.key, "d-waits") == int((later + rt.outbox.hold).timestamp())
+    rt.outbox.hand_back([(delivery, token)], now)  # type: ignore[list-item]
+    assert rt.redis.get(state) is None
+    assert rt.redis.zscore(registry.key, "d-waits") == int(now.timestamp())
+    drain(rt)  # due: RQ's scheduler takes it, and it goes out
+    assert [r.headers["webhook-id"] for r in http_server.received("/hook")] == ["d-waits"]

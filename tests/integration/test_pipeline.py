@@ -12,7 +12,7 @@ from standardwebhooks import Webhook
 
 from tests.conftest import EULERPOOL_RSS, LocalServer, Response, rss, wait_for
 from tests.integration.helpers import drain, make_runtime
-from worker.adapters import keys
+from worker.adapters import keys, rqcompat
 from worker.commands import status_data
 from worker.config import FeedConfig
 from worker.core.models import utc_iso
@@ -116,9 +116,17 @@ def test_a_worker_killed_between_commit_and_first_try_loses_nothing(
     now = rt.clock()
     candidates = [Candidate(i, tuple(deliveries_for(classify(i, rt.config.rules), now))) for i in items]
     rt.seen_store.commit_new("eulerpool", candidates, rt.outbox, now)  # ... and the worker dies here
-    assert ScheduledJobRegistry(queue=rt.deliveries_queue).count == 2
+    registry = ScheduledJobRegistry(queue=rt.deliveries_queue)
+    held = registry.get_job_ids()
+    assert len(held) == 2
     assert feed_server.received("/hook") == []
-    # The held jobs go out at their time (one retry interval, 1 s in the test config).
+    # Held until a claim the dead worker might have taken has lapsed (outbox.hold) ...
+    assert {rt.redis.zscore(registry.key, job_id) for job_id in held} == {
+        int((now + rt.outbox.hold).timestamp())
+    }
+    with rt.redis.pipeline() as pipe:  # ... which is now
+        rqcompat.move_scheduled(rt.deliveries_queue, dict.fromkeys(held, now), pipe)
+        pipe.execute()
     wait_for(lambda: drain(rt) or len(feed_server.received("/hook")) == 2, timeout=20, interval=0.2)
 
 

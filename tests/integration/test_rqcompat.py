@@ -313,3 +313,53 @@ def test_any_unfinished_tells_waiting_jobs_from_done_ones(queue: Queue) -> None:
     failing = queue.enqueue(always_fails, "failing")
     work(queue)
     assert not rqcompat.any_unfinished(queue, [failing.id])
+
+
+def hands_off(label: str) -> Any:
+    """Run as a job: report its tries left, then ask to stay held for an hour."""
+    CALLS.append(f"{label} left={rqcompat.current_retries_left()}")
+    return rqcompat.run_again_in(3600)
+
+
+def test_run_again_in_keeps_the_job_held_with_its_tries(queue: Queue) -> None:
+    """A delivery job that hands its send to the sender stays scheduled, tries untouched."""
+    queue.enqueue_job(make_job(queue, hands_off, "handed", retry=Retry(max=4, interval=[10, 60])))
+    states: list[tuple[str, float | None]] = []
+
+    def after_job() -> None:  # what the worker's sender sees when it admits the hand-off
+        job = queue.fetch_job("handed")
+        assert job is not None
+        states.append(
+            (job.get_status(), queue.connection.zscore(ScheduledJobRegistry(queue=queue).key, "handed"))
+        )
+
+    worker = queues.worker(queue.connection, [queue.name], after_job=after_job)
+    started = time.time()
+    worker.work(burst=True, with_scheduler=True)
+    assert CALLS == ["handed left=4"]
+    ((status, due),) = states  # the hook ran once, after RQ had written the job's new state
+    assert status == JobStatus.SCHEDULED and due is not None and started + 3500 < due < time.time() + 3700
+    job = queue.fetch_job("handed")
+    assert job is not None and job.retries_left == 4 and job.retry_intervals == [10, 60]
+    assert rqcompat.failed_count(queue) == 0 and rqcompat.started_count(queue) == 0
+    assert rqcompat.current_retries_left() is None  # outside a job
+    assert not rqcompat.stop_requested(worker)  # ran dry, no signal
+
+
+def test_move_scheduled_moves_held_jobs_and_leaves_others_alone(queue: Queue) -> None:
+    job = make_job(queue, record, "moved")
+    with queue.connection.pipeline() as pipe:
+        pipe.multi()
+        rqcompat.schedule_job(queue, job, datetime.now(UTC) + timedelta(hours=1), pipe)
+        pipe.execute()
+    with queue.connection.pipeline() as pipe:
+        due = datetime.now(UTC) - timedelta(seconds=1)
+        rqcompat.move_scheduled(queue, {"moved": due, "not-scheduled": due}, pipe)
+        pipe.execute()
+    assert ScheduledJobRegistry(queue=queue).get_job_ids() == ["moved"]  # nothing added
+    work(queue)
+    assert CALLS == ["moved"]
+    with queue.connection.pipeline() as pipe:  # a job that ran is not brought back
+        rqcompat.move_scheduled(queue, {"moved": due}, pipe)
+        pipe.execute()
+    assert ScheduledJobRegistry(queue=queue).get_job_ids() == []

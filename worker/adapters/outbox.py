@@ -28,6 +28,10 @@ from worker.core.outbox import AlertPolicy, Routing, digest_delivery, digest_ent
 
 log = logging.getLogger(__name__)
 
+# A claim outlives one send attempt by this much, then lapses so a killed worker's delivery goes on.
+CLAIM_MARGIN = timedelta(seconds=30)
+# A held job waits this much longer than a claim lives, so that when it runs the claim has lapsed.
+HOLD_MARGIN = timedelta(seconds=5)
 DELIVERY_JOB = "worker.jobs.deliver"
 DIGEST_JOB = "worker.jobs.flush_digest"
 DELIVERY_FAILURE_CALLBACK = "worker.jobs.on_delivery_failure"
@@ -66,6 +70,10 @@ _RELEASE_CLAIM = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+_EXTEND_CLAIM = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
 
 
 @dataclass
@@ -76,6 +84,20 @@ class Outbox:
     policies: dict[str, AlertPolicy]
     remember_for: timedelta  # how long a sent delivery and a digest buffer are kept
     send_timeout: timedelta = timedelta(seconds=10)  # delivery.timeout
+
+    @property
+    def lease(self) -> timedelta:
+        """How long a claim lives: one send, and a margin. Claims of deliveries still waiting
+        in a worker's sender are renewed (`keep`); a killed worker's lapse after this."""
+        return self.send_timeout + CLAIM_MARGIN
+
+    @property
+    def hold(self) -> timedelta:
+        """How long a delivery's job waits while a worker's sender has the delivery: its first
+        try right after the commit, or a retry handed off by its job. Longer than a claim, so
+        that if the worker dies the job finds the claim lapsed; renewed while the delivery
+        waits, so that the job does not run while the sender still has it."""
+        return self.lease + HOLD_MARGIN
 
     @property
     def job_timeout(self) -> int:
@@ -102,10 +124,10 @@ class Outbox:
         hour = hour_index(now)
         for alert, count in routing.sent_this_hour.items():
             pipe.set(keys.hourly_count(alert, hour), count, ex=int(timedelta(hours=2).total_seconds()))
-        # The immediate deliveries get their job now, held back by one retry interval: the worker
-        # makes the first try itself right after this transaction (see delivery.deliver_new)
-        # and cancels the job when it succeeds. If the worker dies first, the job goes out.
-        self.enqueue(pipe, routing.immediate, hold_until=now + self.inline_grace)
+        # The immediate deliveries get their job now, held back: the worker makes the first try
+        # itself right after this transaction (see delivery.deliver_new) and cancels the job
+        # when it succeeds. If the worker dies first, the job goes out.
+        self.enqueue(pipe, routing.immediate, hold_until=now + self.hold)
         scheduled: set[tuple[str, str, datetime]] = set()
         for held in routing.digested:
             d = held.delivery
@@ -115,11 +137,6 @@ class Outbox:
             scheduled.add((d.alert, d.channel, held.window_end))
         for alert, channel, end in sorted(scheduled):
             self._schedule_flush(pipe, alert, channel, end)
-
-    @property
-    def inline_grace(self) -> timedelta:
-        """How long a delivery job waits for the worker's own first try: one retry interval."""
-        return max(self.retries[0] if self.retries else timedelta(seconds=10), timedelta(seconds=1))
 
     def enqueue(
         self, pipe: Pipeline, deliveries: Sequence[Delivery], hold_until: datetime | None = None
@@ -148,15 +165,41 @@ class Outbox:
             else:
                 rqcompat.schedule_job(self.deliveries_queue, job, hold_until, pipe)
 
-    # --- after the worker's own first try ---------------------------------------------------------
+    # --- settling what a worker's sender had --------------------------------------------------------
 
     def cancel(self, delivery_ids: Sequence[str]) -> None:
-        """The first try succeeded: the held jobs are not needed."""
+        """Sent already: the held jobs are not needed."""
         rqcompat.drop_scheduled(self.deliveries_queue, delivery_ids)
 
-    def retry_later(self, delivery: Delivery, at: datetime) -> None:
-        """The first try failed: the held job becomes the first retry, at `at`, with one try less."""
-        rqcompat.reschedule(self.deliveries_queue, delivery.delivery_id, at, max(0, len(self.retries) - 1))
+    def retry_later(self, delivery: Delivery, at: datetime, retries_left: int) -> None:
+        """The try failed: the held job becomes the next retry, at `at`, with `retries_left`
+        tries after that one."""
+        rqcompat.reschedule(self.deliveries_queue, delivery.delivery_id, at, retries_left)
+
+    def hand_back(self, claims: Sequence[tuple[Delivery, str]], now: datetime) -> None:
+        """Deliveries a worker will not send after all (it is stopping): claims given back and
+        their held jobs due now, tries unchanged, for any worker to take. One round trip."""
+        script = self.connection.register_script(_RELEASE_CLAIM)
+        with self.connection.pipeline(transaction=False) as pipe:
+            for delivery, token in claims:
+                state = keys.delivery_state(delivery.delivery_id)
+                script(keys=[state], args=[f"sending:{token}"], client=pipe)
+            due = {delivery.delivery_id: now for delivery, _ in claims}
+            rqcompat.move_scheduled(self.deliveries_queue, due, pipe)
+            pipe.execute()
+
+    def keep(self, claims: Sequence[tuple[Delivery, str]], now: datetime) -> None:
+        """Deliveries still waiting in a worker's sender: their claims (where still ours) and
+        their held jobs renewed, in one round trip."""
+        script = self.connection.register_script(_EXTEND_CLAIM)
+        lease_ms = int(self.lease.total_seconds() * 1000)
+        with self.connection.pipeline(transaction=False) as pipe:
+            for delivery, token in claims:
+                state = keys.delivery_state(delivery.delivery_id)
+                script(keys=[state], args=[f"sending:{token}", lease_ms], client=pipe)
+            held = {delivery.delivery_id: now + self.hold for delivery, _ in claims}
+            rqcompat.move_scheduled(self.deliveries_queue, held, pipe)
+            pipe.execute()
 
     def fail(self, delivery: Delivery, reason: str) -> None:
         """The first try failed for good: into the failed registry now, with its reason."""
@@ -245,12 +288,15 @@ class Outbox:
                 )
             pipe.execute()
 
-    def mark_sent(self, delivery: Delivery) -> None:
-        """Remember the delivery as sent, and count it for the metrics, in one round trip."""
+    def mark_sent(self, delivery: Delivery, cancel_job: bool = False) -> None:
+        """Remember the delivery as sent, count it for the metrics and (`cancel_job`) drop its
+        held job, in one round trip."""
         counter = keys.delivery_counter(delivery.alert, delivery.channel, "delivered")
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.set(keys.delivery_state(delivery.delivery_id), b"sent", ex=_seconds(self.remember_for))
             counters.increment(pipe, keys.METRICS_DELIVERIES, counter, 1, replace_key=True)
+            if cancel_job:
+                rqcompat.drop_scheduled(self.deliveries_queue, [delivery.delivery_id], pipe)
             garbage.report(pipe.execute())
 
 

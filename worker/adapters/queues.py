@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import redis
 from rq import Callback, Queue, Retry
@@ -18,13 +18,14 @@ from worker.core.models import Item
 ITEM_JOB = "worker.jobs.process_items"
 ITEMS_FAILURE_CALLBACK = "worker.jobs.on_items_failure"
 ITEM_RETRIES = 5
-ITEM_JOB_TIMEOUT = 45  # seconds: a batch takes milliseconds, plus up to INLINE_BUDGET of first tries
+ITEM_JOB_TIMEOUT = 45  # seconds: a batch takes milliseconds (without the worker's sender: + INLINE_BUDGET)
 JOB_TIMEOUT = 300  # the queues' default, for anything else
 RESULT_TTL = 600  # finished delivery jobs stay visible in rq-dashboard for a while, then go
 # A finished item batch is deleted at once: its items are in the seen-store and its alerts in
 # delivery jobs; keeping ~6 KB per batch for minutes would only cost Redis memory at scale.
 ITEM_RESULT_TTL = 0
 FAILURE_TTL = int(timedelta(days=30).total_seconds())  # failed deliveries wait for replay-failed
+_DAWN = datetime.min.replace(tzinfo=UTC)
 
 
 # Recovery from a killed worker, deliberately fast. RQ keeps a running job's registry entry alive
@@ -43,7 +44,9 @@ def worker(
     name: str | None = None,
     work_horse_killed: Callable[..., None] | None = None,
     fork: bool = False,
+    after_job: Callable[[], None] | None = None,
 ) -> BaseWorker:
+    """`after_job` (simple workers only) runs after RQ has written each job's outcome."""
     worker_class = rqcompat.NewswatchForkingWorker if fork else rqcompat.NewswatchWorker
     rq_worker = worker_class(
         [queue(connection, n) for n in names],
@@ -57,6 +60,8 @@ def worker(
     )
     # A receiver that is down is no bug: one line from the job's on_failure, no RQ traceback.
     rq_worker.expected_failures = (DeliveryError,)
+    if isinstance(rq_worker, rqcompat.NewswatchWorker):
+        rq_worker.after_job = after_job
     return rq_worker
 
 
@@ -69,7 +74,10 @@ def enqueue_item_batches(
 ) -> list[str]:
     """Push items in batches (one job per batch keeps queue overhead per item small). Returns the
     jobs' ids. Batches carry retries: a batch whose worker died is re-run (the commit makes that
-    safe)."""
+    safe). Oldest first: feeds list their newest items first, and batches are worked in queue
+    order, so a feed's alerts reach a channel in publication order (undated items last, in feed
+    order)."""
+    items = sorted(items, key=lambda item: (item.published is None, item.published or _DAWN))
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     if not batches:
         return []
@@ -84,7 +92,7 @@ def enqueue_item_batches(
         return _enqueue(items_queue, feed, batches, baseline)
 
 
-def _enqueue(items_queue: Queue, feed: str, batches: list[Sequence[Item]], baseline: bool) -> list[str]:
+def _enqueue(items_queue: Queue, feed: str, batches: Sequence[Sequence[Item]], baseline: bool) -> list[str]:
     with items_queue.connection.pipeline() as pipe:
         jobs = items_queue.enqueue_many(
             [

@@ -10,14 +10,14 @@ touches RQ's registries, job hash fields or worker internals.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from redis.client import Pipeline
-from rq import Queue, SimpleWorker, Worker, worker_registration
+from rq import Queue, Retry, SimpleWorker, Worker, get_current_job, worker_registration
 from rq.job import Job, JobStatus
 from rq.registry import (
     CanceledJobRegistry,
@@ -60,16 +60,30 @@ def reschedule(queue: Queue, job_id: str, at: datetime, retries_left: int) -> No
         pipe.execute()
 
 
-def drop_scheduled(queue: Queue, job_ids: Sequence[str]) -> None:
-    """Scheduled jobs that are no longer needed: out of the registry, their hashes deleted."""
+def drop_scheduled(queue: Queue, job_ids: Sequence[str], pipe: Pipeline | None = None) -> None:
+    """Scheduled jobs that are no longer needed: out of the registry, their hashes deleted (in
+    `pipe` when given, for the caller to execute)."""
     if not job_ids:
         return
+    if pipe is None:
+        with queue.connection.pipeline(transaction=False) as own:
+            drop_scheduled(queue, job_ids, own)
+            own.execute()
+        return
     registry = _scheduled(queue)
-    with queue.connection.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            registry.remove(job_id, pipeline=pipe)
-            pipe.delete(Job.key_for(job_id))
-        pipe.execute()
+    for job_id in job_ids:
+        registry.remove(job_id, pipeline=pipe)
+        pipe.delete(Job.key_for(job_id))
+
+
+def move_scheduled(queue: Queue, times: Mapping[str, datetime], pipe: Pipeline) -> None:
+    """Scheduled jobs run at other times, their tries unchanged; jobs no longer scheduled (run,
+    cancelled) are left alone. Whole seconds, as RQ's scheduler compares them: a job moved to
+    "now" is due now, not at the next second."""
+    if times:
+        pipe.zadd(
+            _scheduled(queue).key, {job_id: int(at.timestamp()) for job_id, at in times.items()}, xx=True
+        )
 
 
 def fail_scheduled(queue: Queue, job_id: str, reason: str, ttl: int) -> bool:
@@ -180,6 +194,28 @@ def requeue_failed(queue: Queue, job: Job, retry_intervals: Sequence[int]) -> No
     FailedJobRegistry(queue=queue).requeue(job.id)
 
 
+# --- inside a running job ---------------------------------------------------------------------
+
+# A job that returns run_again_in(...) is not counted as retried by RQ beyond this many times.
+_HAND_OFFS = 2**31 - 1
+
+
+def run_again_in(seconds: float) -> Retry:
+    """What a job returns to stay held in the scheduled registry for `seconds`, its tries
+    (retries_left) untouched: RQ schedules it again (RQ >= 2.1: a job may return a Retry). A
+    delivery job does this when it hands its send to the process's sender, which then settles
+    the job: cancels it once sent, moves it to its next retry or to the failed registry."""
+    return Retry(max=_HAND_OFFS, interval=[max(1, round(seconds))])
+
+
+def current_retries_left() -> int | None:
+    """The tries the running job has after this one (None outside a job)."""
+    job = get_current_job()
+    if job is None:
+        return None
+    return retries_left(job)
+
+
 # --- inside on_failure callbacks: RQ reads these fields right after the callback returns ------
 
 
@@ -243,13 +279,6 @@ def live_workers(connection: redis.Redis) -> int:
         if not garbage.is_wrong_type(e):
             raise
         return 0
-
-
-def stop_requested(worker: BaseWorker) -> bool:
-    """Whether the worker was asked to stop (SIGTERM, SIGINT; RQ's request_stop notes when):
-    RQ's `work()` also returns, without raising, after an error it did not expect (it quits
-    its loop on the first one), and then the worker must go on."""
-    return worker._shutdown_requested_date is not None
 
 
 _REGISTRIES = (StartedJobRegistry, FinishedJobRegistry, FailedJobRegistry, DeferredJobRegistry,
@@ -316,11 +345,31 @@ class NewswatchWorker(_ExpectedFailuresInOneLine, SimpleWorker):
     job on fork() and a fresh process (and our runtime's HTTP client and TLS context with it);
     that caps deliveries at a few dozen per second and worker. The price is isolation: a job that
     crashes the interpreter takes the worker with it (the supervisor or the container restarts
-    it, and the job is re-run as abandoned)."""
+    it, and the job is re-run as abandoned).
+
+    `after_job` runs once RQ has written a job's outcome (result, retry, registries): the
+    sender admits the deliveries that job handed off only then."""
+
+    after_job: Callable[[], None] | None = None
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        finally:
+            if self.after_job is not None:
+                self.after_job()
 
     def get_heartbeat_ttl(self, job: Any) -> int:
         # No heartbeats during a job in a simple worker: the entry must outlive the job's timeout.
         return int(job.timeout or FALLBACK_JOB_TIMEOUT) + HEARTBEAT_MARGIN
+
+
+def stop_requested(worker: BaseWorker) -> bool:
+    """Whether the worker's loop ended on a signal (SIGTERM, SIGINT) rather than running dry,
+    or on an error RQ did not expect (its loop quits on the first one, and returns: then the
+    worker must go on). RQ sets `_stop_requested` only when the signal came during a job; the
+    date in both cases."""
+    return getattr(worker, "_shutdown_requested_date", None) is not None
 
 
 class NewswatchForkingWorker(_ExpectedFailuresInOneLine, Worker):
