@@ -15,7 +15,7 @@ teaser keeps the opening, an edited headline keeps the text, a copy without text
 headline. Stop words are left out, so that two reports do not
 look alike for their articles and prepositions.
 
-Finding earlier reports uses MinHash signatures (datasketch) cut into LSH bands: two items share
+Finding earlier reports uses MinHash signatures (rensa) cut into LSH bands: two items share
 a band key with high probability when they are similar, and the band keys are what Redis indexes.
 The decision itself compares the stored word sets exactly, so a band collision never merges two
 stories on its own. See docs/decisions.md for the measurements behind this choice.
@@ -30,19 +30,20 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+
+from rensa import RMinHash
 
 from worker.core.matcher import normalize
 from worker.core.models import Item
 
-FEATURES_VERSION = "1"  # in every band key: a change of features or parameters starts a fresh index
+FEATURES_VERSION = "2"  # in every band key: a change of features or parameters starts a fresh index
 NUM_PERM = 64
 LEAD_WORDS = 15  # words of the opening; a teaser is rarely cut before them
 MAX_TITLE_WORDS = 30
 MIN_TITLE_WORDS = 3  # "Dax im Plus": too few words to say two headlines are one story
 MIN_LEAD_WORDS = 8
 LSH_RECALL = 0.99  # chance that two items exactly at the threshold share a band
-_SCHEME = "affine32"  # pinned: band keys persist in Redis, and datasketch's default may change
+_SEED = 1  # pinned with rensa's version range: band keys persist in Redis
 
 _WORD = re.compile(r"\w+")
 # Markers that wires and portals put around a headline; folded spelling (see text.fold).
@@ -153,21 +154,10 @@ def lsh_shape(threshold: float, num_perm: int = NUM_PERM) -> LshShape:
     return LshShape(num_perm, 1)
 
 
-@cache
-def _minhash() -> tuple[Any, Any]:
-    """datasketch's MinHash and the pinned permutations. Imported on first use: datasketch
-    brings numpy and scipy (~40 MB), which the scheduler, importing this module for its types
-    only, does not need."""
-    from datasketch import MinHash
-
-    return MinHash, MinHash(num_perm=NUM_PERM, seed=1, scheme=_SCHEME).permutations
-
-
 def _band_keys(kind: str, words: Sequence[str], shape: LshShape) -> list[str]:
-    minhash, permutations = _minhash()
-    signature = minhash(num_perm=NUM_PERM, permutations=permutations, scheme=_SCHEME)
-    signature.update_batch([w.encode() for w in set(words)])
-    raw = signature.hashvalues.astype("<u4").tobytes()  # one conversion, sliced per band
+    signature = RMinHash(num_perm=NUM_PERM, seed=_SEED)
+    signature.update(sorted(set(words)))
+    raw = struct.pack(f"<{NUM_PERM}I", *signature.digest())  # one conversion, sliced per band
     width = shape.rows * 4
     return [f"{kind}{band}:{_digest(raw[band * width : (band + 1) * width])}" for band in range(shape.bands)]
 
