@@ -26,6 +26,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -38,6 +40,7 @@ from worker.config_yaml import read_yaml
 from worker.core.errors import ConfigError, QuerySyntaxError
 from worker.core.poll import config_fingerprint
 from worker.core.query import is_plain_term, lowercase_operators, parse_query, parse_term_list
+from worker.core.quiet import QuietHours, parse_quiet_hours
 from worker.core.render import secret_key
 from worker.core.rules import AlertRule, RuleSet, TopicRule
 from worker.core.text import fold
@@ -307,6 +310,20 @@ class FeedConfig(_Model):
 _SOURCE_KEYS = ("articles", "max_articles", "select", "headers", "map", "robots")
 
 
+def _quiet_hours(value: object) -> QuietHours | None:
+    if value is None or isinstance(value, QuietHours):
+        return value
+    return parse_quiet_hours(value)
+
+
+# Written and shown as the text; held as the parsed window (AlertConfig.quiet).
+QuietHoursSetting = Annotated[
+    QuietHours | None,
+    PlainValidator(_quiet_hours),
+    PlainSerializer(lambda quiet: None if quiet is None else str(quiet)),
+]
+
+
 class AlertConfig(_Model):
     name: str = Field(min_length=1)
     query: str
@@ -315,6 +332,7 @@ class AlertConfig(_Model):
     feeds: list[str] | None = None
     digest: OptionalDuration = None
     max_per_hour: int | None = Field(default=None, ge=1)
+    quiet: QuietHoursSetting = None  # "22:00-07:00 Europe/Berlin": held, then one digest
 
     @field_validator("query")
     @classmethod

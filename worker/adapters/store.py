@@ -28,7 +28,7 @@ from worker.core.archive import ArchivedItem, outcomes
 from worker.core.errors import NewswatchError
 from worker.core.identity import guid_changed, seen_tag
 from worker.core.models import Delivery, Item, parse_utc, utc_iso
-from worker.core.outbox import AlertPolicy, Routing
+from worker.core.outbox import Routing
 from worker.core.poll import FeedState, StateUpdate
 from worker.core.render import with_story
 from worker.core.stories import Fingerprint, Placed, alone
@@ -152,7 +152,7 @@ class SeenStore:
                     self._write(pipe, feed, len(candidates), new, decided, now)
                     if new:
                         outbox.write(pipe, routing, now)
-                        self._archive(pipe, new, decided, routing, outbox, now)
+                        self._archive(pipe, new, decided, routing, now)
                     garbage.report(pipe.execute())
                     return Committed(new, routing.immediate if new else (), decided.placed)
                 except redis.WatchError:
@@ -192,7 +192,6 @@ class SeenStore:
         new: list[Candidate],
         decided: _Decided,
         routing: Routing,
-        outbox: Outbox,
         now: datetime,
     ) -> None:
         if self.archive is None:
@@ -202,12 +201,7 @@ class SeenStore:
             item_id = candidate.item.id
             immediate = {d.alert for d in routing.immediate if _item_of(d) == item_id}
             digested = {
-                held.delivery.alert: (
-                    held.window_end,
-                    outbox.policies.get(held.delivery.alert, AlertPolicy()).digest is not None,
-                )
-                for held in routing.digested
-                if _item_of(held.delivery) == item_id
+                held.delivery.alert: held for held in routing.digested if _item_of(held.delivery) == item_id
             }
             results = outcomes(candidate.matched, candidate.quiet, placed, immediate, digested)
             records.append(
