@@ -152,8 +152,10 @@ def test_a_digest_window_closing_in_quiet_hours_closes_at_their_end() -> None:
     policies = {"d": AlertPolicy(digest=timedelta(hours=2), quiet=BERLIN_NIGHT)}
     routing = route([delivery("d", "1")], policies, {}, utc(2026, 11, 30, 19, 30))  # window ends 20:00Z
     assert routing.digested[0].window_end == utc(2026, 11, 30, 20, 0)  # 21:00 Berlin: not quiet yet
+    assert routing.digested[0].quiet is None  # not moved by the quiet hours
     routing = route([delivery("d", "1")], policies, {}, utc(2026, 11, 30, 20, 30))  # ends 22:00Z
     assert (routing.digested[0].window_end, routing.digested[0].held_by) == (MORNING, "digest")
+    assert routing.digested[0].quiet == BERLIN_NIGHT
 
 
 def test_a_digest_due_in_quiet_hours_waits_for_their_end() -> None:

@@ -33,7 +33,7 @@ class Digested:
     delivery: Delivery
     window_end: datetime
     held_by: str = "digest"  # digest | capped | quiet_hours (the alert is in its quiet hours now)
-    quiet: QuietHours | None = None  # the alert's quiet hours, which may have moved window_end
+    quiet: QuietHours | None = None  # the quiet hours that hold it, or that moved window_end
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,11 @@ def route(
         elif quiet_end is not None:
             digested.append(Digested(delivery, quiet_end, "quiet_hours", policy.quiet))
         else:
-            end = release_time(window_end(now, policy.digest or CAP_WINDOW), policy.quiet)
+            end = window_end(now, policy.digest or CAP_WINDOW)
+            released = release_time(end, policy.quiet)
             held_by = "digest" if policy.digest is not None else "capped"
-            digested.append(Digested(delivery, end, held_by, policy.quiet))
+            moved_by = policy.quiet if released != end else None
+            digested.append(Digested(delivery, released, held_by, moved_by))
     return Routing(tuple(immediate), tuple(digested), counts)
 
 
