@@ -23,7 +23,7 @@ from worker.adapters.schedule import Schedule, SchedulerRegistry
 from worker.config import DEFAULT_CHANNEL, Config, FeedConfig
 from worker.core.errors import DeliveryError
 from worker.core.models import AlertMatch, Item, utc_iso
-from worker.core.ops import silence_threshold
+from worker.core.ops import silence_threshold, spelled
 from worker.core.poll import REPAIR_SHOWN, FeedState
 from worker.core.render import deliveries_for
 from worker.core.rules import Classified
@@ -236,12 +236,8 @@ def _health(rt: Runtime, feed: FeedConfig, state: FeedState) -> dict[str, Any]:
     return {
         "failing_since": _iso(state.failing_told),
         "silent_since": _iso(state.silent_told),
-        "silent_after": format_duration(_whole(threshold[0])) if threshold else None,
+        "silent_after": spelled(threshold[0]) if threshold else None,
     }
-
-
-def _whole(delta: timedelta) -> timedelta:
-    return timedelta(seconds=round(delta.total_seconds()))
 
 
 def _problems(state: FeedState, now: datetime) -> tuple[str | None, str | None]:

@@ -28,7 +28,6 @@ from typing import Any, Literal
 from worker.core.models import utc_iso
 from worker.core.poll import FeedState, StateUpdate
 from worker.core.text import one_line
-from worker.core.units import format_duration
 
 FAILING = "newswatch.feed_failing"
 SILENT = "newswatch.feed_silent"
@@ -80,7 +79,7 @@ class FeedEvent:
         elif self.type == SILENT:
             data |= {
                 "last_new_item": utc_iso(self.since),
-                "expected_every": format_duration(_whole_seconds(self.expected)),
+                "expected_every": spelled(self.expected or timedelta(0)),
                 "learned": self.learned,
             }
         else:
@@ -167,8 +166,18 @@ def _silence(feed: str, state: FeedState, now: datetime, policy: OpsPolicy) -> F
     return FeedEvent(SILENT, feed, "silent", state.last_new, now, expected=expected, learned=learned)
 
 
-def _whole_seconds(delta: timedelta | None) -> timedelta:
-    return timedelta(seconds=round(delta.total_seconds())) if delta else timedelta(0)
+def spelled(delta: timedelta) -> str:
+    """A duration as config writes it ("6h", "3h58m"); a learned one, beyond ten minutes, to
+    the minute."""
+    seconds = round(delta.total_seconds())
+    if seconds >= 600:
+        seconds = round(seconds / 60) * 60
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
 
 
 # --- how channels show an event -----------------------------------------------------------------
