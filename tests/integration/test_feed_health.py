@@ -214,8 +214,11 @@ ops: {{channels: [ops-hook], failing_after: 2s}}
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "worker.cli", role, "--config", str(config)],
-            stdout=(tmp_path / f"{role}.log").open("ab"), stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-        )  # fmt: skip
+            stdout=(tmp_path / f"{role}.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+        )
         for role in ("scheduler", "worker")
     ]
 

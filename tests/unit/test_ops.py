@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from worker.config import ConfigError, FeedConfig, load_config
-
 from worker.core.mail import alert_email
 from worker.core.models import Delivery
 from worker.core.ops import (
