@@ -18,7 +18,7 @@ from standardwebhooks import Webhook
 
 from tests.conftest import ROOT, LocalServer, Response, rss, stop_processes, wait_for
 from tests.integration.helpers import drain, make_runtime
-from worker import ops
+from worker import commands, ops
 from worker.commands import status_data
 from worker.core.ops import FAILING, FeedEvent
 from worker.metrics import RedisCollector
@@ -249,3 +249,29 @@ ops: {{channels: [ops-hook], failing_after: 2s}}
         assert failing["failing_since"] is None and failing["error"] is None
     finally:
         stop_processes(*processes)
+
+
+def test_an_ops_event_a_receiver_refuses_is_in_the_failed_registry_and_replayed_with_its_id(
+    tmp_path: Path, redis_url: str, http_server: LocalServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    http_server.routes["/feed.rss"] = Response(b"gone", 410)
+    http_server.routes["/ops"] = Response(b"no", 410)  # the receiver refuses for good
+    rt, clock = runtime(tmp_path, redis_url, config_body(http_server, "", "failing_after: 1h"))
+    assert poll_at(rt, clock, 0).status == "error"  # 410 Gone: told at once, not after an hour
+    (refused,) = http_server.received("/ops")
+    assert refused.json()["data"]["error"] == "HTTP 410 Gone: feed disabled"
+    data = status_data(rt)
+    (failed,) = data["failed_deliveries"]
+    assert (failed["alert"], failed["channel"]) == ("newswatch.ops", "ops-hook")
+    assert failed["title"] == "feed börse is failing since 2026-11-29T08:00:00Z"
+    assert data["feeds"][0]["failing_since"] == "2026-11-29T08:00:00Z" and data["feeds"][0]["disabled"]
+    assert commands.status(rt.config, as_json=False) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "failing since 2026-11-29T08:00:00Z" in shown and "newswatch.ops" in shown
+
+    http_server.routes["/ops"] = Response(b"ok")
+    assert commands.replay_failed(rt.config, "ops-hook") == 0
+    drain(rt)
+    replayed = http_server.received("/ops")[1]
+    assert replayed.headers["webhook-id"] == refused.headers["webhook-id"]
+    assert replayed.json() == refused.json()
