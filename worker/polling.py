@@ -224,9 +224,15 @@ def _settle(
     expect: FeedState | None,
     token: str | None,
 ) -> StateUpdate:
-    """Write the poll's state with what it means for the feed's health (worker.core.ops); the
-    events it raises are enqueued first (worker.ops: a repeat is sent once)."""
+    """Write the poll's state with what it means for the feed's health (worker.core.ops). The
+    events it raises are enqueued first (worker.ops: a repeat is sent once), and only while
+    the poll's state and lease still hold: a scheduler whose lease lapsed during a long fetch
+    tells nothing the new holder may decide otherwise."""
     health = after_poll(feed.name, plan.state, update, outcome, now, ops.policy(rt, feed))
+    if health.events and expect is not None:
+        rt.feed_states.ensure_unchanged(feed.name, expect, token)
+    elif health.events and token is not None:
+        rt.feed_states.ensure_lease(feed.name, token)
     ops.tell(rt, health.events)
     update = update.then(health.update)
     rt.feed_states.write(feed.name, update, expect, token)

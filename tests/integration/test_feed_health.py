@@ -19,8 +19,10 @@ from standardwebhooks import Webhook
 from tests.conftest import ROOT, LocalServer, Response, rss, stop_processes, wait_for
 from tests.integration.helpers import drain, make_runtime
 from worker import commands, ops
+from worker.adapters.schedule import Schedule
 from worker.commands import status_data
 from worker.core.ops import FAILING, FeedEvent
+from worker.core.poll import StateUpdate
 from worker.metrics import RedisCollector
 from worker.polling import PollOutcome, poll_feed
 from worker.runtime import Runtime
@@ -275,3 +277,23 @@ def test_an_ops_event_a_receiver_refuses_is_in_the_failed_registry_and_replayed_
     replayed = http_server.received("/ops")[1]
     assert replayed.headers["webhook-id"] == refused.headers["webhook-id"]
     assert replayed.json() == refused.json()
+
+
+def test_a_scheduler_whose_lease_lapsed_tells_nothing(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    http_server.routes["/feed.rss"] = Response(b"boom", 500)
+    http_server.routes["/ops"] = Response(b"ok")
+    rt, clock = runtime(tmp_path, redis_url, config_body(http_server, "", "failing_after: 1h"))
+    rt.feed_states.write("börse", StateUpdate(error="HTTP 500", error_count=9, error_since=T0))
+    a, b = Schedule(rt.redis, "a"), Schedule(rt.redis, "b")
+    a.sync({"börse": T0})
+    (stale,) = a.claim(["börse"], T0, timedelta(seconds=30))
+    b.claim(["börse"], T0 + timedelta(seconds=31), timedelta(seconds=30))  # a's poll took too long
+    clock.now = T0 + timedelta(hours=2)
+    outcome = poll_feed(rt, rt.settings.feeds[0], lease=stale)
+    assert outcome.status == "lease lost"
+    assert rt.deliveries_queue.count == 0 and rt.feed_states.get("börse").failing_told is None
+    assert poll_feed(rt, rt.settings.feeds[0]).status == "error"  # without a lease: told
+    drain(rt)
+    assert told(http_server) == [("newswatch.feed_failing", None)]

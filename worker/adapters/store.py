@@ -459,6 +459,12 @@ class FeedStateStore:
             self._known.pop(feed, None)
             raise StaleStateError(f"feed={feed}: state changed under the poll")
 
+    def ensure_lease(self, feed: str, lease: str) -> None:
+        """Raise LeaseLostError unless `lease` still holds the feed."""
+        holder = self.redis.hget(keys.LEASES, feed)
+        if (holder or b"").decode() != lease:  # type: ignore[union-attr]
+            raise LeaseLostError(f"feed={feed}: another scheduler holds its lease now")
+
     def episodes_told(self, feeds: Sequence[str]) -> dict[str, tuple[bool, bool]]:
         """Per feed, whether a failing and a silent episode is told and not over (worker.core.ops),
         in one round trip, for the metrics. A state that does not read (garbage) is neither."""
