@@ -284,6 +284,9 @@ class FeedConfig(_Model):
     headers: dict[str, str] = Field(default_factory=dict)  # sent with the source's own request
     map: JsonMap | None = None  # json only
     robots: Literal["obey", "ignore"] = "obey"
+    # No new item for this long while the feed answers: `newswatch.feed_silent` on ops.channels
+    # (default: learned from the feed's own rhythm; see worker/core/ops.py).
+    expect_every: OptionalDuration = None
 
     @model_validator(mode="after")
     def _keys_fit_the_type(self) -> FeedConfig:
@@ -300,7 +303,8 @@ class FeedConfig(_Model):
         """Changes whenever the entry does (its name aside): a changed feed starts afresh. The
         keys of sources that are not feeds count only when set, so the feeds of an older config
         keep their fingerprint (and their validators, backoff and 410 state) across the upgrade."""
-        entry = self.model_dump(exclude={"name"})
+        # expect_every only says when silence is told: changing it must not restart the feed.
+        entry = self.model_dump(exclude={"name", "expect_every"})
         for key in _SOURCE_KEYS:
             if entry[key] == FeedConfig.model_fields[key].get_default(call_default_factory=True):
                 del entry[key]
@@ -409,6 +413,16 @@ class LogChannel(_Model):
 Channel = Annotated[WebhookChannel | EmailChannel | LogChannel, Field(discriminator="type")]
 
 
+class OpsSettings(_Model):
+    """Feeds that fail or fall silent are told to `channels` (SPEC §11, worker/core/ops.py)."""
+
+    channels: list[str] = Field(default_factory=list)  # configured channel names; checked to exist
+    failing_after: Duration = timedelta(hours=1)
+    # A feed without expect_every is silent after this many times its longest recent gap
+    # between new items (and never before max(6 intervals, 1h)).
+    silent_factor: float = Field(default=2.0, ge=1.0, le=100.0)
+
+
 class Settings(_Model):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     sentry: SentrySettings = Field(default_factory=SentrySettings)
@@ -422,6 +436,7 @@ class Settings(_Model):
     topics: dict[str, list[str]] = Field(default_factory=dict)
     alerts: list[AlertConfig] = Field(default_factory=list)
     channels: dict[str, Channel] = Field(default_factory=dict)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
 
     @field_validator("topics")
     @classmethod
@@ -612,7 +627,18 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
             for j, ref in enumerate(refs if isinstance(refs, list) else []):
                 if ref not in known:
                     problems.append(f"alerts[{i}].{key}[{j}]: unknown {what} {ref!r}")
-    return problems
+    return problems + _ops_channel_problems(raw, known_channels)
+
+
+def _ops_channel_problems(raw: dict[str, Any], known_channels: set[Any]) -> list[str]:
+    """ops.channels name configured channels, as alerts' channels do."""
+    ops = raw.get("ops") if isinstance(raw.get("ops"), dict) else {}
+    refs = (ops or {}).get("channels")
+    return [
+        f"ops.channels[{j}]: unknown channel {ref!r}"
+        for j, ref in enumerate(refs if isinstance(refs, list) else [])
+        if isinstance(ref, str) and ref not in known_channels
+    ]
 
 
 def _secrets_of(settings: Settings) -> tuple[str, ...]:
