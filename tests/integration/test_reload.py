@@ -73,7 +73,13 @@ def receiver() -> Iterator[SlowReceiver]:
 
 
 def config_text(
-    redis_url: str, feeds: Feeds, hook: SlowReceiver, names: list[str], query: str, interval: str = "1s"
+    redis_url: str,
+    feeds: Feeds,
+    hook: SlowReceiver,
+    names: list[str],
+    query: str,
+    interval: str = "1s",
+    extra: bool = False,
 ) -> str:
     lines = "\n".join(
         f'  - {{name: {name}, url: "{feeds.url(f"/{name}.rss")}"'
@@ -89,11 +95,11 @@ feeds:
 {lines}
 alerts:
   - {{name: everything, query: news, channels: [all]}}
-  - {{name: picked, query: "{query}", channels: [picked]}}
+  - {{name: picked, query: "{query}", channels: [picked{", extra" if extra else ""}]}}
 channels:
   all: {{type: webhook, url: "{hook.url("/all")}"}}
   picked: {{type: webhook, url: "{hook.url("/picked")}"}}
-"""
+""" + (f'  extra: {{type: webhook, url: "{hook.url("/extra")}"}}\n' if extra else "")
 
 
 def replace_file(path: Path, text: str) -> None:
@@ -196,8 +202,12 @@ def test_a_reload_adds_removes_and_changes_feeds_and_queries_mid_stream_with_no_
         with Stream(feeds) as stream:
             wait_for(lambda: len(receiver.titles("/picked")) >= 3, timeout=30)  # alpha items alert
             before_reload = set(receiver.titles("/all"))  # processed on the old config for sure
-            # b removed, c added, a changed (its interval: a new fingerprint), the query changed.
-            replace_file(config, config_text(redis_url, feeds, receiver, ["a", "c"], "beta", interval="2s"))
+            # b removed, c added, a changed (its interval: a new fingerprint), the query changed,
+            # and its alerts go to a new channel too.
+            new_config = config_text(
+                redis_url, feeds, receiver, ["a", "c"], "beta", interval="2s", extra=True
+            )
+            replace_file(config, new_config)
             new = wait_for(lambda: (r := running_everywhere(config)) != old and r, timeout=60)
             applied = time.monotonic()
             b_polls = len(feeds.polls("b"))
@@ -216,7 +226,7 @@ def test_a_reload_adds_removes_and_changes_feeds_and_queries_mid_stream_with_no_
     finally:
         stop_processes(run)
     log = (tmp_path / "run.log").read_text()
-    assert "reload: +1 feed, -1 feed, 1 feed changed, alerts changed" in log, log
+    assert "reload: +1 feed, -1 feed, 1 feed changed, alerts changed, channels changed" in log, log
     assert "Traceback" not in log
     everything = assert_once_each(receiver, "/all")
     picked = assert_once_each(receiver, "/picked")
@@ -231,6 +241,8 @@ def test_a_reload_adds_removes_and_changes_feeds_and_queries_mid_stream_with_no_
     assert len(after) >= 5
     for title in after:
         assert (title in picked) == ("beta" in title), title
+    extra = assert_once_each(receiver, "/extra")
+    assert set(extra) <= set(picked) and {t for t in after if "beta" in t} <= set(extra)
     assert old != new and from_c in picked and stream.titles
 
 
@@ -315,3 +327,48 @@ def test_newswatch_reload_signals_the_daemon_and_status_shows_the_new_revision(
     signalled = log.index("supervisor: SIGHUP, reloading")
     assert log.index(f"alerts changed (revision {old} -> {new}, supervisor)") > signalled
     assert log.count(f"-> {new}, ") == 4  # the supervisor, the scheduler and both workers
+
+
+def test_a_feed_removed_stays_removed_for_a_scheduler_still_on_the_old_config(
+    tmp_path: Path, redis_url: str, feeds: Feeds, receiver: SlowReceiver
+) -> None:
+    """Two schedulers share the schedule; one reloads a config without feed b, the other runs
+    on from another file that still has it (a host not updated yet): b is polled by no one, and
+    the new feed c by the scheduler that knows it. (The old one sees fewer feeds on the schedule
+    than it has: were it not for the revision, it would take them for lost and put them back.)"""
+    feeds.serve("a", "b", "c", "d")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first, second = tmp_path / "one" / "newswatch.yaml", tmp_path / "two" / "newswatch.yaml"
+    for path in (first, second):
+        path.write_text(config_text(redis_url, feeds, receiver, ["a", "b", "d"], "alpha"), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"PYTHONUNBUFFERED": "1"}
+    schedulers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "scheduler", "--config", str(path)],
+            stdout=(tmp_path / f"scheduler-{n}.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+        )
+        for n, path in enumerate((first, second))
+    ]
+    try:
+        old = wait_for(lambda: running_everywhere(first, processes=2), timeout=60)
+        wait_for(lambda: len(feeds.polls("b")) >= 2, timeout=30)
+        replace_file(first, config_text(redis_url, feeds, receiver, ["a", "c"], "alpha"))
+        result = cli(first, "reload")  # the one on `first` only (its watcher may be first: no matter)
+        assert result.returncode == 0, result.stderr
+        assert "sent SIGHUP to scheduler" in result.stdout and "in 1 process(es)" in result.stdout
+        assert set(revisions(second).values()) - {old}  # two revisions run
+        wait_for(lambda: feeds.polls("c"), timeout=30)
+        b_polls, d_polls, a_polls = len(feeds.polls("b")), len(feeds.polls("d")), len(feeds.polls("a"))
+        # Several heartbeats of the old scheduler (every 5 s), which would put b back if it could.
+        wait_for(lambda: len(feeds.polls("a")) >= a_polls + 12, timeout=60)
+        assert len(feeds.polls("b")) <= b_polls + 1  # at most a poll that had started: then none
+        assert len(feeds.polls("d")) <= d_polls + 1
+        human = cli(second, "status")
+        assert "different config revisions" in human.stdout, human.stdout
+    finally:
+        stop_processes(*schedulers)
+    assert "Traceback" not in (tmp_path / "scheduler-1.log").read_text()
