@@ -563,6 +563,9 @@ def reload_daemon(config: Config, wait: float = 30.0) -> int:
             signalled[pid] = [p.role for p in local if (p.supervisor or p.pid) == pid]
         except ProcessLookupError:
             continue  # gone since its last beat
+        except PermissionError:
+            print(f"newswatch: not allowed to signal pid {pid} (run reload as its user)", file=sys.stderr)
+            return EXIT_FAILURE
     if not signalled:
         elsewhere = sorted({f"{p.host}:{p.config}" for p in running} - {f"{host}:{wanted}"})
         print(

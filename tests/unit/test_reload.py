@@ -7,10 +7,13 @@ import threading
 import time
 from pathlib import Path
 
+import redis
+
 from worker.config import Config, load_config
 from worker.core.lanes import Lanes, Limits
 from worker.core.revision import ConfigShape, config_revision, diff
 from worker.reload import BetweenJobs, revision, shape
+from worker.runtime import Runtime
 
 BASE = """
 redis: {url: "redis://127.0.0.1:1/0"}
@@ -140,3 +143,13 @@ def test_lanes_take_new_limits_and_keep_what_waits() -> None:
     lanes.reconfigure(Limits(4, {"hook": 2}), ["hook", "chat"])
     assert lanes.take({"hook": 1}) == ("hook", "d0")
     assert len(lanes) == 2
+
+
+def test_a_runtime_rebuilds_only_what_was_built_from_settings_that_changed(tmp_path: Path) -> None:
+    rt = Runtime(load(tmp_path, BASE), redis.Redis(port=1))  # nothing here talks to Redis
+    outbox, archive, http = rt.outbox, rt.archive, rt.http
+    new = load(tmp_path, BASE.replace('query: "DeepSeek"}', 'query: "Nvidia", max_per_hour: 3}'))
+    rt.reconfigure(new)
+    assert rt.config is new and rt.settings.alerts[0].query == "Nvidia"
+    assert rt.outbox is not outbox and rt.outbox.policies["deepseek"].max_per_hour == 3  # alerts changed
+    assert rt.archive is archive and rt.http is http  # their settings did not
