@@ -23,6 +23,7 @@ from worker.logs import configure_logging
 log = logging.getLogger("newswatch")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DAEMONS = frozenset({"run", "scheduler", "worker"})  # they reload on SIGHUP (worker.reload)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", parents=[common], help="scheduler + workers as one supervised process")
     run.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    sub.add_parser("scheduler", parents=[common], help="the polling scheduler alone")
+    scheduler = sub.add_parser("scheduler", parents=[common], help="the polling scheduler alone")
     worker = sub.add_parser("worker", parents=[common], help="an RQ worker on the pipeline queues")
+    for child in (scheduler, worker):  # set by `newswatch run` for its children (worker.reload)
+        child.add_argument("--supervisor", type=int, metavar="PID", help=argparse.SUPPRESS)
     worker.add_argument("--burst", action="store_true", help="drain the queues, then exit")
     worker.add_argument("--queues", nargs="+", metavar="Q", help="queues to work on (default: all)")
     worker.add_argument("--name", help="worker name (default: generated)")
@@ -53,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="feeds and queues at a glance")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("check-config", parents=[common], help="validate the configuration")
+    sub.add_parser(
+        "reload", parents=[common], help="validate the config, then have the running daemon load it"
+    )
     test_alert = sub.add_parser("test-alert", parents=[common], help="send a sample alert through a channel")
     test_alert.add_argument("channel")
     dashboard = sub.add_parser("dashboard", parents=[common], help="rq-dashboard on the same Redis")
@@ -103,6 +109,8 @@ def _add_archive_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in DAEMONS:  # until its reloader listens, a SIGHUP must not end the process
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     configure_logging(args.log_level, args.log_format)
     try:
         # Commands that send nothing do not need the channels' secrets (Config.unavailable).
@@ -148,10 +156,11 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
 
     handlers = {
         "run": lambda: commands.run(config, args.workers, args.log_level, args.log_format),
-        "scheduler": lambda: commands.scheduler(config),
+        "scheduler": lambda: commands.scheduler(config, args.supervisor),
         "worker": lambda: commands.worker(
-            config, args.burst, args.queues, args.name, args.metrics_port, args.fork
+            config, args.burst, args.queues, args.name, args.metrics_port, args.fork, args.supervisor
         ),
+        "reload": lambda: commands.reload_daemon(config),
         "poll": lambda: commands.poll(config, args.feed),
         "status": lambda: commands.status(config, args.json),
         "test-alert": lambda: commands.test_alert(config, args.channel),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
-from worker import channels, delivery, history, jobs, metrics, monitoring, ops
+from worker import channels, delivery, history, jobs, metrics, monitoring, ops, reload
 from worker.adapters import garbage, keys, liveness, queues, rqcompat
 from worker.adapters.schedule import Schedule, SchedulerRegistry
 from worker.config import DEFAULT_CHANNEL, Config, FeedConfig
@@ -43,10 +45,10 @@ T = TypeVar("T")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-def scheduler(config: Config) -> int:
+def scheduler(config: Config, supervisor: int | None = None) -> int:
     from worker import scheduling
 
-    scheduling.run(connect(config))
+    scheduling.run(connect(config), supervisor)
     return EXIT_OK
 
 
@@ -57,6 +59,7 @@ def worker(
     name: str | None,
     metrics_port: int | None = None,
     fork: bool = False,
+    supervisor: int | None = None,
 ) -> int:
     rt = connect(config).warm()
     jobs.install(rt)
@@ -75,14 +78,35 @@ def worker(
     level = rq_level(logging.getLevelName(logging.getLogger().level))
     # Deliveries go out side by side on the process's sender; a forked work horse keeps none.
     after_job = None if fork else delivery.start_sender(rt)
+    # A burst drains and exits: it takes no reload. Otherwise a reload waits between jobs.
+    between = None if burst else reload.BetweenJobs()
+    reloader = None if between is None else _worker_reloader(rt, between, supervisor).start()
     finish = False
     try:
         finish = _work(rt, names, lambda: queues.worker(
-            rt.redis, names, name, monitoring.work_horse_killed, fork, after_job=after_job
+            rt.redis, names, name, monitoring.work_horse_killed, fork, after_job=after_job,
+            job_guard=between.job if between else None,
         ), burst, level)  # fmt: skip
         return EXIT_OK
     finally:
+        if reloader is not None:
+            reloader.stop()
         delivery.stop_sender(rt, finish)  # a burst sends what waits; a stop hands it back to RQ
+
+
+def _worker_reloader(rt: Runtime, between: reload.BetweenJobs, supervisor: int | None) -> reload.Reloader:
+    """Jobs after a reload match, route and send on the new config; a job in progress ends on
+    the one it started with; the sender takes the new channels and limits."""
+
+    def apply(new: Config) -> None:
+        rt.reconfigure(new)
+        delivery.reconfigure_sender(rt)
+
+    process_id = f"worker:{socket.gethostname()}:{os.getpid()}"
+    record = reload.ProcessRecord(rt, "worker", process_id, supervisor)
+    return reload.Reloader(
+        rt.config, apply, watch_file=supervisor is None, between=between, record=record, who=process_id
+    )
 
 
 def _work(
@@ -224,6 +248,7 @@ def status_data(rt: Runtime) -> dict[str, Any]:
         # The newest failures, each with its reason: a count alone says nothing to act on.
         "failed_deliveries": _unless_garbage(lambda: history.failed_deliveries(rt, FAILED_SHOWN), none),
         "schedulers": _schedulers(rt, feeds),
+        **_revisions(rt),
         # Keys of another type (garbage): each section above read them as empty.
         "redis_problems": _redis_problems(rt),
     }
@@ -283,6 +308,17 @@ def _schedulers(rt: Runtime, feeds: list[dict[str, Any]]) -> list[dict[str, Any]
     ]  # fmt: skip
 
 
+def _revisions(rt: Runtime) -> dict[str, Any]:
+    """The scheduler and worker processes alive, each with the config revision it runs (see
+    worker.reload), and which revisions run: more than one is worth a note."""
+    running = liveness.processes(rt.redis, rt.clock(), reload.PROCESS_STALE)
+    shown = ("role", "id", "host", "pid", "revision", "last_beat")
+    return {
+        "processes": [{key: getattr(p, key) for key in shown} for p in running],
+        "revisions": sorted({p.revision for p in running}),
+    }
+
+
 FAILED_SHOWN = 20  # failed deliveries `status` lists; the queue's "failed" counts them all
 
 
@@ -326,6 +362,7 @@ def status(config: Config, as_json: bool) -> int:
     ]
     print_table(console, "Queues", ("queue", "queued", "started", "failed"), queue_rows)
     _print_schedulers(console, data["schedulers"])
+    _print_processes(console, data["processes"], data["revisions"])
     failed = sum(q["failed"] for q in data["queues"] if q["name"] == keys.DELIVERIES_QUEUE)
     _print_failed(console, data["failed_deliveries"], failed)
     for problem in data["redis_problems"]:
@@ -365,6 +402,21 @@ def _print_schedulers(console: Any, schedulers: list[dict[str, Any]]) -> None:
         for s in schedulers
     ]  # fmt: skip
     print_table(console, "Schedulers", ("scheduler", "host", "feeds", "polls in flight", "last beat"), rows)
+
+
+def _print_processes(console: Any, processes: list[dict[str, Any]], revisions: list[str]) -> None:
+    from rich.text import Text
+
+    if not processes:
+        return
+    rows = [[Text(p["role"]), Text(p["id"]), Text(str(p["pid"])), Text(p["revision"])] for p in processes]
+    print_table(console, "Processes", ("process", "id", "pid", "config revision"), rows)
+    if len(revisions) > 1:
+        note = (
+            f"processes run different config revisions ({', '.join(revisions)}): a reload is "
+            "under way, or was refused by some (see their logs)"
+        )
+        console.print(Text(note, style="yellow"), soft_wrap=True)
 
 
 def _print_failed(console: Any, failed: list[dict[str, Any]], total: int) -> None:
@@ -516,7 +568,63 @@ def run(config: Config, workers: int, log_level: str, log_format: str) -> int:
 
     base = [sys.executable, "-m", "worker.cli"]
     flags = ["--config", config.path, "--log-level", log_level, "--log-format", log_format]
+    # The children reload when the supervisor tells them (SIGHUP), only with a valid config.
+    flags += ["--supervisor", str(os.getpid())]
     programs = {"scheduler": [*base, "scheduler", *flags]}
     for index in range(max(1, workers)):
         programs[f"worker-{index + 1}"] = [*base, "worker", *flags]
-    return Supervisor(programs).run()
+    return Supervisor(programs, config).run()
+
+
+def reload_daemon(config: Config, wait: float = 30.0) -> int:
+    """`newswatch reload`: the config was validated (as by check-config) before this runs; send
+    SIGHUP to the newswatch processes on this host that run this config file (a `newswatch
+    run`'s supervisor rather than its children), then wait until they say they run it."""
+    rt = connect(config)
+    wanted, host = os.path.realpath(config.path), socket.gethostname()
+    running = liveness.processes(rt.redis, rt.clock(), reload.PROCESS_STALE)
+    local = [p for p in running if p.host == host and os.path.realpath(p.config) == wanted]
+    signalled = {}
+    for pid in dict.fromkeys(p.supervisor or p.pid for p in local):
+        try:
+            os.kill(pid, signal.SIGHUP)
+            signalled[pid] = [p.role for p in local if (p.supervisor or p.pid) == pid]
+        except ProcessLookupError:
+            continue  # gone since its last beat
+        except PermissionError:
+            print(f"newswatch: not allowed to signal pid {pid} (run reload as its user)", file=sys.stderr)
+            return EXIT_FAILURE
+    if not signalled:
+        elsewhere = sorted({f"{p.host}:{p.config}" for p in running} - {f"{host}:{wanted}"})
+        print(
+            f"newswatch: no running newswatch daemon on this host with {config.path} "
+            "(none has beaten in Redis lately)" + (f"; others: {', '.join(elsewhere)}" if elsewhere else ""),
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    for pid, roles in signalled.items():
+        what = "newswatch run" if any(p.supervisor == pid for p in local) else roles[0]
+        print(f"sent SIGHUP to {what} (pid {pid}: {', '.join(sorted(roles))})")
+    return _await_revision(rt, [p for p in local if (p.supervisor or p.pid) in signalled], wait)
+
+
+def _await_revision(rt: Runtime, targets: list[liveness.ProcessInfo], wait: float) -> int:
+    """Until each signalled process reports this config's revision (or `wait` seconds)."""
+    revision, ids = reload.revision(rt.settings), {p.id for p in targets}
+    deadline = time.monotonic() + wait
+    while True:
+        now = liveness.processes(rt.redis, rt.clock(), reload.PROCESS_STALE)
+        behind = [p for p in now if p.id in ids and p.revision != revision]
+        if not behind:
+            print(f"running revision {revision} in {len(ids)} process(es)")
+            return EXIT_OK
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    listed = ", ".join(f"{p.role} {p.id} on {p.revision}" for p in behind)
+    print(
+        f"newswatch: not every process runs revision {revision} yet ({listed}); "
+        "their log says why (a different environment, or a reload still waiting for a job)",
+        file=sys.stderr,
+    )
+    return EXIT_FAILURE

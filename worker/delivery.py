@@ -199,12 +199,9 @@ def deliver(rt: Runtime, delivery: Delivery, tries_left: int | None = None) -> s
 
 
 def make_sender(rt: Runtime) -> Sender[Pending]:
-    settings = rt.settings
-    caps = {name: cap for name, ch in settings.channels.items() if (cap := getattr(ch, "concurrency", None))}
-    routed = {name for rule in rt.config.rules.alerts for name in rule.channels}
     return Sender(
-        Limits(settings.delivery.concurrency, caps),
-        routed,
+        _limits(rt),
+        _routed(rt),
         lane_of=_lane_of,
         work=lambda pending: send_and_settle(rt, pending),
         hand_back=lambda pending: hand_back(rt, pending),
@@ -212,6 +209,23 @@ def make_sender(rt: Runtime) -> Sender[Pending]:
         refresh=lambda pending: rt.outbox.keep([_claim_of(p) for p in pending], rt.clock()),
         refresh_every=rt.outbox.lease.total_seconds() / 4,
     )
+
+
+def _limits(rt: Runtime) -> Limits:
+    settings = rt.settings
+    caps = {name: cap for name, ch in settings.channels.items() if (cap := getattr(ch, "concurrency", None))}
+    return Limits(settings.delivery.concurrency, caps)
+
+
+def _routed(rt: Runtime) -> set[str]:
+    return {name for rule in rt.config.rules.alerts for name in rule.channels}
+
+
+def reconfigure_sender(rt: Runtime) -> None:
+    """After a live reload: the process's sender takes the new channels and limits (each send
+    reads its channel's settings when it starts)."""
+    if rt.sender is not None:
+        rt.sender.reconfigure(_limits(rt), _routed(rt))
 
 
 def start_sender(rt: Runtime) -> Callable[[], None]:

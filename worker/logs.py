@@ -77,7 +77,8 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "apscheduler.executors", "apscheduler.scheduler"):
+    # watchfiles: "1 change detected" on every save; worker.reload says what it did about it.
+    for noisy in ("httpx", "httpcore", "apscheduler.executors", "apscheduler.scheduler", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # RQ sets rq.worker, rq.job and rq.scheduler again from Worker.work(logging_level=...):
     # `newswatch worker` passes rq_level() there too.

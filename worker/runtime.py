@@ -113,11 +113,30 @@ class Runtime:
         """Open SMTP sessions, reused from one alert to the next (adapters/smtp.py)."""
         return SmtpSessions()
 
+    def reconfigure(self, config: Config) -> None:
+        """Run on `config` from now on (a live reload, worker.reload): what was built from
+        settings that changed is built again when next used; the rest is kept. Whoever holds
+        an old store or pool (a send in flight) finishes with it."""
+        old, self.config = self.settings, config
+        for name, inputs in _BUILT_FROM.items():
+            if name in self.__dict__ and inputs(old) != inputs(config.settings):
+                del self.__dict__[name]
+
     def warm(self) -> Runtime:
         """Build what jobs use (HTTP clients and TLS contexts, stores) before the first job, once."""
         _ = (self.http, self.delivery_http, self.outbox, self.seen_store, self.feed_states, self.items_queue)
         return self
 
+
+# What each cached part of a Runtime is built from (see Runtime.reconfigure).
+_BUILT_FROM: dict[str, Callable[[Settings], object]] = {
+    "outbox": lambda s: (s.alerts, s.delivery, s.dedupe),
+    "seen_store": lambda s: (s.dedupe, s.stories, s.archive),
+    "story_index": lambda s: (s.stories, s.archive),
+    "archive": lambda s: s.archive,
+    "http": lambda s: (s.polling.allow_private_addresses, s.polling.concurrency),
+    "delivery_http": lambda s: (s.polling.allow_private_addresses, s.delivery.concurrency),
+}
 
 _CONNECTION = {"socket_connect_timeout": 5, "socket_timeout": 30, "health_check_interval": 30,
                "retry_on_timeout": True}  # fmt: skip

@@ -26,12 +26,12 @@ import redis
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from worker import metrics
+from worker import metrics, reload
 from worker.adapters import liveness
 from worker.adapters.hosts import HOSTS
 from worker.adapters.http_fetch import host_key
 from worker.adapters.schedule import Lease, Schedule, SchedulerInfo, SchedulerRegistry, new_scheduler_id
-from worker.config import FeedConfig
+from worker.config import Config, FeedConfig
 from worker.core.schedule import KeepingUp, choose, diagnosis, farthest, first_due, next_due
 from worker.polling import poll_feed
 from worker.runtime import Runtime
@@ -96,6 +96,9 @@ class Scheduler:
         self.seen = KeepingUp()
         self.polls = 0
         self.dispatcher: threading.Thread | None = None  # set by `run`; the heartbeat checks it
+        self.revision = reload.revision(rt.settings)
+        self.sync_lock = threading.Lock()
+        self.synced = False  # this config's feeds are on the schedule (else the heartbeat retries)
         self._cpu_mark = (time.process_time(), time.monotonic())
 
     # --- the schedule ---------------------------------------------------------------------
@@ -120,10 +123,34 @@ class Scheduler:
 
     def sync_schedule(self) -> None:
         """Put this config's feeds on the shared schedule (new ones spread over a start window,
-        known ones keep their time) and take off the feeds that left the config."""
-        gone = self.schedule.sync(self._first_times())
+        known ones keep their time) and take off the feeds that left the config; from now on
+        schedulers on other revisions put no "lost" feeds back (see `heartbeat`)."""
+        with self.sync_lock:  # the last sync is of the newest config, whichever thread runs it
+            gone = self.schedule.sync(self._first_times())
+            self.schedule.set_revision(self.revision)
+            self.synced = True
         if gone:
             log.info("feeds no longer configured, taken off the schedule: %s", ", ".join(gone))
+
+    def reconfigure(self, config: Config) -> None:
+        """A live reload (worker.reload): polls in flight end on the config they started with;
+        the next ones use the new one. Added feeds go on the schedule within their first
+        interval, removed ones leave it (no scheduler polls them again), changed ones keep
+        their time and state (their first poll on the new entry starts afresh, core.poll)."""
+        settings = config.settings
+        with self.lock:
+            self.rt.reconfigure(config)
+            self.per_host, self.lease = settings.polling.per_host, settings.polling.lease
+            self.concurrency = self.pool.size = settings.polling.concurrency
+            self.feeds = {f.name: f for f in settings.feeds}
+            self.host_of = {f.name: host_key(f.url) for f in settings.feeds}
+            self.revision = reload.revision(settings)
+            self.synced = False
+        try:
+            self.sync_schedule()
+        except redis.RedisError as e:
+            log.warning("schedule not updated yet, Redis unavailable (%s): the heartbeat retries", e)
+        self.wake.set()
 
     def dispatch_forever(self) -> None:
         """Take due feeds while there is room; wait for a free slot or the next due time."""
@@ -150,20 +177,20 @@ class Scheduler:
         if free <= 0:
             self.seen.slots_full += 1
             return 0
-        hosts = {self.host_of[d.feed] for d in due if d.feed in self.host_of}
+        feeds, host_of = self.feeds, self.host_of  # one config for this round (a reload swaps them)
+        hosts = {host_of[d.feed] for d in due if d.feed in host_of}
         host_free = {host: HOSTS.free(host, self.per_host) for host in hosts}
-        chosen = choose(due, free, self.host_of, host_free, self.per_host)
+        chosen = choose(due, free, host_of, host_free, self.per_host)
         if len(chosen) < min(free, len(due)):
-            for host in {self.host_of.get(d.feed) for d in due} - {self.host_of[c.feed] for c in chosen}:
+            for host in {host_of.get(d.feed) for d in due} - {host_of[c.feed] for c in chosen}:
                 if host:
                     self.seen.host_limited[host] = self.seen.host_limited.get(host, 0) + 1
         leases = self.schedule.claim([c.feed for c in chosen], now, self.lease)
         for lease in leases:
-            self._start(lease)
+            self._start(lease, feeds[lease.feed], host_of[lease.feed])
         return len(leases)
 
-    def _start(self, lease: Lease) -> None:
-        feed, host = self.feeds[lease.feed], self.host_of[lease.feed]
+    def _start(self, lease: Lease, feed: FeedConfig, host: str) -> None:
         with self.lock:
             self.in_flight[lease.feed] = lease
         slot = HOSTS.take(host)  # `choose` saw it free; the poll holds it until it ends
@@ -214,7 +241,13 @@ class Scheduler:
             return
         try:
             self.schedule.extend(held, now + self.lease)
-            if self.schedule.size() < len(self.feeds) and self.schedule.add_missing(self._first_times()):
+            if not self.synced:
+                self.sync_schedule()
+            elif (
+                self.schedule.size() < len(self.feeds)
+                and self.schedule.synced_revision() in (None, self.revision)  # not a config left behind
+                and self.schedule.add_missing(self._first_times())
+            ):
                 log.warning("the poll schedule in Redis had lost feeds (flushed or restored?): put back")
             self.schedule.put_back_unreachable(self._farthest(now), now)
             self.registry.beat(info)
@@ -291,7 +324,9 @@ def _allow_sockets(concurrency: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def run(rt: Runtime) -> None:
+def run(rt: Runtime, supervisor: int | None = None) -> None:
+    """Until SIGTERM or Ctrl-C. `supervisor`: the pid of the `newswatch run` that started this
+    process; it watches the config file and sends SIGHUP (see worker.reload)."""
     poller = Scheduler(rt)
     _allow_sockets(poller.concurrency)
     metrics_settings = rt.settings.metrics
@@ -308,11 +343,21 @@ def run(rt: Runtime) -> None:
         "scheduler %s started: %d feeds, %d polls at a time", poller.id, len(poller.feeds), poller.concurrency
     )
     dispatcher.start()
+    record = reload.ProcessRecord(rt, "scheduler", poller.id, supervisor)
+    reloader = reload.Reloader(
+        rt.config,
+        poller.reconfigure,
+        watch_file=supervisor is None,
+        record=record,
+        who=f"scheduler {poller.id}",
+    )
+    reloader.start()
     try:
         housekeeping.start()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
+        reloader.stop()
         if housekeeping.running:
             housekeeping.shutdown(wait=False)
         poller.stop()

@@ -72,6 +72,14 @@ class Sender(Generic[T]):
         if handed:
             self.submit(handed)
 
+    def reconfigure(self, limits: Limits, channels: Iterable[str]) -> None:
+        """New limits and channels (a live reload): sends in flight end as they are; what waits
+        starts under the new limits. More slots than before start threads as work comes."""
+        with self._cond:
+            self._limits = limits
+            self._lanes.reconfigure(limits, channels)
+            self._cond.notify_all()
+
     def wait_for_room(self, limit: int, at_most: timedelta, stalled_after: timedelta) -> None:
         """Block while more than `limit` entries wait for channels that are moving, for at most
         `at_most`: the worker takes its next job only then, so another worker with free slots

@@ -3,6 +3,10 @@
 Children run in their own process group, so Ctrl-C reaches only the supervisor, which then
 stops each child once with SIGTERM (RQ: finish the current job) and waits. A child that exits
 on its own is restarted with a growing delay.
+
+A live reload (SIGHUP, the config file changing) is validated here first: a bad config is
+refused with check-config's messages and the children never hear of it; a valid one is passed
+on as SIGHUP to each child, which loads it again and applies it (worker.reload).
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
+
+from worker.config import Config
+from worker.reload import Reloader
 
 log = logging.getLogger("newswatch.supervisor")
 STOP_GRACE_SECONDS = 60.0
@@ -29,8 +36,16 @@ class _Child:
 
 
 class Supervisor:
-    def __init__(self, programs: dict[str, list[str]]) -> None:
+    def __init__(self, programs: dict[str, list[str]], config: Config | None = None) -> None:
         self.children = [_Child(name, argv) for name, argv in programs.items()]
+        self.reloader = Reloader(config, self._forward_reload) if config is not None else None
+
+    def _forward_reload(self, config: Config) -> None:
+        for child in list(self.children):
+            process = child.process
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGHUP)
+        log.info("reload: the config is valid; passed on to %d processes", len(self.children))
 
     def _start(self, child: _Child) -> None:
         child.process = subprocess.Popen(child.argv, start_new_session=True)
@@ -40,6 +55,8 @@ class Supervisor:
     def run(self) -> int:
         for child in self.children:
             self._start(child)
+        if self.reloader is not None:
+            self.reloader.start()
         try:
             while True:
                 self._tend()
@@ -47,6 +64,8 @@ class Supervisor:
         except KeyboardInterrupt:
             log.info("stopping %d processes", len(self.children))
         finally:
+            if self.reloader is not None:
+                self.reloader.stop()
             self._stop_all()
         return 0
 

@@ -98,6 +98,16 @@ LEASES = f"{PREFIX}:lease"  # hash: feed -> the token of the scheduler polling i
 # No TTL on the keys; entries whose heartbeat is older than a few leases are pruned when read.
 SCHEDULERS = f"{PREFIX}:schedulers"
 SCHEDULER_BEATS = f"{PREFIX}:schedulers:beat"
+# Every scheduler and worker process, for `status` (the config revision each runs) and `newswatch
+# reload` (which pid to signal): a hash, process id -> JSON about it with its last beat. Entries
+# of processes silent for PROCESS_STALE are pruned when read; the key itself expires
+# PROCESS_RECORD_TTL seconds after the last beat of any process.
+PROCESSES = f"{PREFIX}:processes"
+PROCESS_RECORD_TTL = 3600
+# The revision of the config that last put its feeds on the schedule (a start or a reload): a
+# scheduler on another revision does not put "lost" feeds back, so a feed a reload removed stays
+# removed while schedulers still on the old config catch up. No TTL: it belongs to SCHEDULE.
+SCHEDULE_REVISION = f"{PREFIX}:schedule:revision"
 # The recent-alerts record behind `newswatch alerts`: a stream, one entry per (alert, item)
 # that fired, with its deliveries' ids. Bounded twice: at most ALERT_LOG_MAX entries (trimmed on
 # every write), and the key expires ALERT_LOG_TTL after the last write; the deliveries' own state
@@ -112,7 +122,7 @@ ALERT_LOG_TTL = 30 * 24 * 3600  # seconds
 SHARED_KEY_TYPES = {
     SCHEDULE: "zset", LEASES: "hash", SCHEDULERS: "hash", SCHEDULER_BEATS: "zset",
     METRICS_ITEMS: "hash", METRICS_DELIVERIES: "hash", ARCHIVE_ITEMS: "hash", ARCHIVE_INDEX: "zset",
-    ALERT_LOG: "stream",
+    ALERT_LOG: "stream", PROCESSES: "hash",
 }  # fmt: skip
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
 from rq import Callback, Queue, Retry
@@ -45,8 +47,10 @@ def worker(
     work_horse_killed: Callable[..., None] | None = None,
     fork: bool = False,
     after_job: Callable[[], None] | None = None,
+    job_guard: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> BaseWorker:
-    """`after_job` (simple workers only) runs after RQ has written each job's outcome."""
+    """`after_job` (simple workers only) runs after RQ has written each job's outcome;
+    `job_guard` is held while each job runs (a live reload waits for it)."""
     worker_class = rqcompat.NewswatchForkingWorker if fork else rqcompat.NewswatchWorker
     rq_worker = worker_class(
         [queue(connection, n) for n in names],
@@ -60,6 +64,7 @@ def worker(
     )
     # A receiver that is down is no bug: one line from the job's on_failure, no RQ traceback.
     rq_worker.expected_failures = (DeliveryError,)
+    rq_worker.job_guard = job_guard
     if isinstance(rq_worker, rqcompat.NewswatchWorker):
         rq_worker.after_job = after_job
     return rq_worker

@@ -9,8 +9,10 @@ touches RQ's registries, job hash fields or worker internals.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -340,7 +342,18 @@ class _ExpectedFailuresInOneLine:
             self.log = log
 
 
-class NewswatchWorker(_ExpectedFailuresInOneLine, SimpleWorker):
+class _OneConfigPerJob:
+    """`job_guard` (a live reload's, worker.reload.BetweenJobs.job) is held while a job runs:
+    a reload waits for the job to end, and the job runs on one config from start to end."""
+
+    job_guard: Callable[[], AbstractContextManager[Any]] | None = None
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        with self.job_guard() if self.job_guard is not None else contextlib.nullcontext():
+            super().execute_job(job, queue)  # type: ignore[misc]
+
+
+class NewswatchWorker(_OneConfigPerJob, _ExpectedFailuresInOneLine, SimpleWorker):
     """The default: jobs run in the worker process itself. RQ's forking worker spends ~10 ms per
     job on fork() and a fresh process (and our runtime's HTTP client and TLS context with it);
     that caps deliveries at a few dozen per second and worker. The price is isolation: a job that
@@ -372,7 +385,7 @@ def stop_requested(worker: BaseWorker) -> bool:
     return getattr(worker, "_shutdown_requested_date", None) is not None
 
 
-class NewswatchForkingWorker(_ExpectedFailuresInOneLine, Worker):
+class NewswatchForkingWorker(_OneConfigPerJob, _ExpectedFailuresInOneLine, Worker):
     """`newswatch worker --fork`: every job in a forked work horse, for isolation over speed."""
 
     def get_heartbeat_ttl(self, job: Any) -> int:

@@ -146,6 +146,20 @@ class Schedule:
             pipe.execute()
         return gone
 
+    def set_revision(self, revision: str) -> None:
+        """The config revision whose feeds the schedule now holds (see keys.SCHEDULE_REVISION)."""
+        self.redis.set(keys.SCHEDULE_REVISION, revision)  # a SET replaces garbage of any type
+
+    def synced_revision(self) -> str | None:
+        """The revision of the last sync; None if unknown (never set, flushed, or garbage)."""
+        try:
+            raw: Any = self.redis.get(keys.SCHEDULE_REVISION)
+        except redis.ResponseError as e:
+            if not garbage.is_wrong_type(e):
+                raise
+            return None
+        return raw.decode("utf-8", "replace") if raw else None
+
     @_repairing
     def size(self) -> int:
         return int(self.redis.zcard(keys.SCHEDULE))

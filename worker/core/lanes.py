@@ -57,6 +57,11 @@ class Lanes(Generic[T]):
     def __len__(self) -> int:
         return self._size
 
+    def reconfigure(self, limits: Limits, channels: Iterable[str]) -> None:
+        """New limits and channels (a live reload); what waits stays, in its lanes."""
+        self.limits = limits
+        self._channels = set(channels) | set(self._waiting)
+
     def push(self, channel: str, alert: str, order: str, entry: T) -> None:
         """`order` sorts the entries of one lane (an ISO date: oldest first)."""
         lanes = self._waiting.setdefault(channel, OrderedDict())
