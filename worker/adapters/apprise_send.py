@@ -64,13 +64,15 @@ class _Capture(logging.Handler):
 def _apprise() -> Any:
     """The apprise module, set up once per process: its logger silenced, the guard installed."""
     global _ready
-    import apprise
-
     with _setup_lock:
         if not _ready:
-            _silence(logging.getLogger("apprise"))
+            _silence(logging.getLogger("apprise"))  # before the import, which logs already
+            # urllib3 (under requests) logs each request line at DEBUG: the path, with tokens.
+            logging.getLogger("urllib3").setLevel(logging.WARNING)
             _install_guard()
             _ready = True
+    import apprise
+
     return apprise
 
 
