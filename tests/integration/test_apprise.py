@@ -21,8 +21,8 @@ from worker import channels, commands, jobs
 from worker.adapters import apprise_send, keys
 from worker.config import load_config
 from worker.core.errors import DeliveryError
-from worker.core.render import deliveries_for
 from worker.core.models import AlertMatch
+from worker.core.render import deliveries_for
 from worker.core.rules import Classified, classify
 from worker.runtime import Runtime
 
