@@ -280,3 +280,47 @@ def test_the_url_guard_refuses_a_loopback_target_when_private_addresses_are_off(
     assert http_server.received("/hook") == []
     # Other threads' and other code's connections are left alone.
     assert requests.get(http_server.url("/hook"), timeout=3).status_code == 200
+
+
+def test_a_worker_process_sends_side_by_side_retries_with_one_id_and_logs_no_token(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """A real `newswatch worker`: its sender threads send through Apprise at once, each reading
+    only the failures it caused; every item's first try meets a 500."""
+    from tests.conftest import stop_processes, wait_for
+    from tests.integration.test_delivery_concurrency import idle, runtime, start_worker, stories, write_config
+    from worker.adapters import rqcompat
+    from worker.polling import poll_feed
+
+    tries: dict[str, int] = {}
+
+    def first_fails(request):  # type: ignore[no-untyped-def]
+        with http_server.lock:
+            tries[request.headers["webhook-id"]] = tries.get(request.headers["webhook-id"], 0) + 1
+            first = tries[request.headers["webhook-id"]] == 1
+        return Response(b"busy", 500) if first else Response(b"ok")
+
+    path = f"/hook/{TOKEN}"
+    http_server.routes[path] = first_fails
+    http_server.routes["/feed"] = Response(rss(stories(8)))
+    body = f"""
+alerts:
+  - {{name: deepseek, query: DeepSeek, channels: [chat]}}
+channels:
+  chat: {{type: apprise, url: "{json_url(http_server, path, secret=True)}", concurrency: 4}}
+"""
+    rt = runtime(write_config(tmp_path, redis_url, http_server.url("/feed"), body, "concurrency: 4"))
+    worker = start_worker(Path(rt.config.path), tmp_path)
+    try:
+        wait_for(lambda: rqcompat.live_workers(rt.redis) == 1, timeout=30)
+        poll_feed(rt, rt.settings.feeds[0])
+        wait_for(lambda: len(http_server.received(path)) == 16 and idle(rt), timeout=60)
+    finally:
+        stop_processes(worker)
+    assert sorted(tries.values()) == [2] * 8  # one failed try and one accepted, per delivery
+    assert all(rt.redis.get(keys.delivery_state(i)) == b"sent" for i in tries)
+    titles = sorted(r.json()["title"] for r in http_server.received(path))
+    assert titles == sorted(f"DeepSeek Meldung {n:04d}" for n in range(8) for _ in range(2))
+    log = (tmp_path / "worker.log").read_text(encoding="utf-8")
+    assert "apprise chat: JSON answered HTTP 500" in log
+    assert TOKEN not in log and PASSWORD not in log
