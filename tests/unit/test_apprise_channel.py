@@ -133,6 +133,9 @@ def test_feed_text_cannot_make_markup_links_or_mentions() -> None:
     assert r"\_KI\_" in body
     assert markdown_text("1. Mai") == r"1\. Mai" and markdown_text("- x") == r"\- x"
     assert markdown_text("ping @here") == "ping @\u200bhere"
+    # "_" inside a word is no emphasis: news_de stays readable where backslashes show (Slack)
+    assert markdown_text("news_de snake_case") == "news_de snake_case"
+    assert markdown_text("_KI_ __init__") == r"\_KI\_ \_\_init\_\_"
 
 
 def test_a_link_cannot_break_out_of_its_autolink() -> None:

@@ -113,11 +113,13 @@ def _install_guard() -> None:
 
 @contextmanager
 def _sending(allow_private: bool) -> Iterator[list[str]]:
+    """This thread's Apprise lines are kept, and its connections guarded, inside the block."""
+    saved = tuple(getattr(_local, name, None) for name in ("lines", "allow_private", "refused"))
     _local.lines, _local.allow_private, _local.refused = [], allow_private, None
     try:
         yield _local.lines
     finally:
-        _local.lines = _local.allow_private = None
+        _local.lines, _local.allow_private, _local.refused = saved
 
 
 def instantiate(url: str) -> Any:
@@ -191,7 +193,7 @@ def send_apprise(url: str, delivery: Delivery, timeout: float, allow_private: bo
             sent = plugin.notify(body=body, title=title, body_format=body_format)
         except apprise.exception.AppriseException as e:
             raise PermanentDeliveryError(f"apprise {channel}: {service} refused the message") from e
-        refused = _local.refused
+        refused = getattr(_local, "refused", None)
     elapsed = time.monotonic() - started
     if not sent:
         raise _failure(channel, service, lines, refused)

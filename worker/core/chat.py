@@ -23,7 +23,7 @@ TITLE_MAX = 250
 # image needs "![", a link "]("), autolinks and HTML, strike-through, tables. Other marks
 # ("#", "-", "1.", ">") make markup only at the start of a line: see _LINE_START. Escaping
 # no more than this keeps the text readable where a dialect ignores backslashes.
-_MARKDOWN = re.compile(r"([\\`*_\[\]<>~|])")
+_MARKDOWN = re.compile(r"([\\`*\[\]<>~|]|(?<![^\W_])_|_(?![^\W_]))")  # "_" between letters is none
 _LINE_START = re.compile(r"^(\s*\d*)([#+\-=.)])")
 # "@everyone", "@here", "@channel", "@user": a zero-width space after "@" keeps them words.
 _MENTION = re.compile(r"@(?=\w)")
