@@ -324,3 +324,48 @@ channels:
     log = (tmp_path / "worker.log").read_text(encoding="utf-8")
     assert "apprise chat: JSON answered HTTP 500" in log
     assert TOKEN not in log and PASSWORD not in log
+
+
+def test_a_receiver_that_drips_its_answer_cannot_hold_a_send_past_the_timeout() -> None:
+    """Each byte comes well within the read timeout, the whole answer long after the timeout:
+    without the send's deadline Apprise would wait for all of it and call it delivered."""
+    import socket
+    import threading
+
+    from worker.core.models import Delivery
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    dripped = {"bytes": 0}
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n")
+            for _ in range(40):  # 40 bytes, 0.25 s apart: 10 s in all, bounded
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+                dripped["bytes"] += 1
+                threading.Event().wait(0.25)
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    item = {"title": "t", "link": "https://n.example/1", "feed": "news", "topics": [], "summary": "s"}
+    payload = {"type": "newswatch.alert", "data": {"alert": "a", "matched": ["t"], "item": item}}
+    try:
+        with pytest.raises(DeliveryError, match="timed out after 2s"):
+            apprise_send.send_apprise(
+                f"json://127.0.0.1:{port}/hook", Delivery("d1", "a", "chat", payload), 2.0, True
+            )
+    finally:
+        thread.join(timeout=15)
+        listener.close()
+    assert 0 < dripped["bytes"] < 40

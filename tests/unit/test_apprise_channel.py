@@ -181,3 +181,15 @@ def test_a_long_digest_counts_what_it_does_not_list() -> None:
     title, body = chat_message(payload)
     assert title == "60 alerts for a"
     assert body.endswith("- … and 10 more") and body.count("**DeepSeek R2 verschoben**") == 50
+
+
+def test_an_item_with_only_a_title_still_has_a_body() -> None:
+    """Apprise sends nothing without a body."""
+    bare = {
+        "type": "newswatch.alert",
+        "data": {"alert": "a", "matched": [], "item": {"title": "Nur *Titel*"}},
+    }
+    assert chat_message(bare) == ("Nur *Titel*", r"Nur \*Titel\*")
+    assert chat_message(bare, markdown=False) == ("Nur *Titel*", "Nur *Titel*")
+    empty = {"type": "newswatch.digest", "data": {"alert": "a", "items": []}}
+    assert chat_message(empty) == ("0 alerts for a", "0 alerts for a")

@@ -11,6 +11,9 @@ Apprise, every connection urllib3 opens in that thread resolves its host through
 connects only to an address the guard checked, as the webhook channel does (redirects and DNS
 rebinding included). A URL whose host is written in it (json://, ntfy://host, mattermost://)
 is also checked before the send, which covers plugins that do not use requests (mailto://).
+The same hook gives a send a total deadline, as a webhook's post has: `delivery.timeout` is
+each connect's and read's timeout, and when it has passed for the whole send, the send's
+connections are shut down.
 
 Apprise is imported on first use: only processes with an apprise channel pay for it.
 """
@@ -51,14 +54,45 @@ class _Refused(OSError):
     """The guard's refusal inside urllib3, which turns OSErrors into connection errors."""
 
 
+class _Send:
+    """One thread's Apprise send: its log lines, its guard, its sockets and their deadline."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self.allow_private = allow_private
+        self.lines: list[str] = []
+        self.refused: str | None = None  # the guard's words, when it refused a connection
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def opened(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            sock.close()
+            raise _Refused("deadline exceeded")
+        return sock
+
+    def expire(self) -> None:
+        """The deadline: every connection of the send is shut down, so a receiver that drips
+        its answer (each read within the read timeout) cannot hold the thread."""
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 class _Capture(logging.Handler):
     """Keeps Apprise's lines for the thread that caused them, while it sends; drops the rest."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        lines = getattr(_local, "lines", None)
-        if lines is not None:
+        send = getattr(_local, "send", None)
+        if send is not None:
             with contextlib.suppress(Exception):  # a line that does not format tells us nothing
-                lines.append(record.getMessage())
+                send.lines.append(record.getMessage())
 
 
 def _apprise() -> Any:
@@ -91,19 +125,23 @@ def _install_guard() -> None:
     original = connection.create_connection
 
     def guarded(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
-        allow = getattr(_local, "allow_private", None)
-        if allow is None or allow:  # not an Apprise send, or private addresses allowed
+        send: _Send | None = getattr(_local, "send", None)
+        if send is None:  # not an Apprise send: another thread's or library's connection
             return original(address, *args, **kwargs)
+        if send.expired:
+            raise _Refused("deadline exceeded")
+        if send.allow_private:
+            return send.opened(original(address, *args, **kwargs))
         host, port = address
         try:
             addresses = public_addresses(host, port)
         except BlockedAddressError as e:
-            _local.refused = str(e)
+            send.refused = str(e)
             raise _Refused(str(e)) from e
         error: OSError | None = None
         for checked in addresses:
             try:
-                return original((checked, port), *args, **kwargs)
+                return send.opened(original((checked, port), *args, **kwargs))
             except OSError as e:
                 error = e
         raise error or OSError(f"cannot connect to {host}")
@@ -112,14 +150,21 @@ def _install_guard() -> None:
 
 
 @contextmanager
-def _sending(allow_private: bool) -> Iterator[list[str]]:
-    """This thread's Apprise lines are kept, and its connections guarded, inside the block."""
-    saved = tuple(getattr(_local, name, None) for name in ("lines", "allow_private", "refused"))
-    _local.lines, _local.allow_private, _local.refused = [], allow_private, None
+def _sending(allow_private: bool, deadline: float | None = None) -> Iterator[_Send]:
+    """Inside the block this thread's Apprise lines are kept, its connections guarded and, with
+    a deadline (seconds), shut down when it passes."""
+    saved, send = getattr(_local, "send", None), _Send(allow_private)
+    _local.send = send
+    timer = threading.Timer(deadline, send.expire) if deadline is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     try:
-        yield _local.lines
+        yield send
     finally:
-        _local.lines, _local.allow_private, _local.refused = saved
+        if timer is not None:
+            timer.cancel()
+        _local.send = saved
 
 
 def instantiate(url: str) -> Any:
@@ -172,7 +217,7 @@ def url_secrets(url: str) -> list[str]:
 
 
 def send_apprise(url: str, delivery: Delivery, timeout: float, allow_private: bool) -> SendOutcome:
-    """The delivery through Apprise, within `timeout` per connect and per read. Raises
+    """The delivery through Apprise, all of it within `timeout`. Raises
     DeliveryError (PermanentDeliveryError for PERMANENT_STATUS); no message quotes the URL."""
     apprise = _apprise()
     channel = delivery.channel
@@ -188,15 +233,17 @@ def send_apprise(url: str, delivery: Delivery, timeout: float, allow_private: bo
     body_format = _body_format(apprise.NotifyFormat, plugin, generic)
     title, body = chat_message(delivery.payload, markdown=body_format == apprise.NotifyFormat.MARKDOWN)
     started = time.monotonic()
-    with _sending(allow_private) as lines:
+    # The whole send, answers included, ends within the timeout, as a webhook's post does.
+    with _sending(allow_private, deadline=timeout) as send:
         try:
             sent = plugin.notify(body=body, title=title, body_format=body_format)
         except apprise.exception.AppriseException as e:
             raise PermanentDeliveryError(f"apprise {channel}: {service} refused the message") from e
-        refused = getattr(_local, "refused", None)
     elapsed = time.monotonic() - started
+    if send.expired and not sent:
+        raise DeliveryError(f"apprise {channel}: timed out after {timeout:g}s")
     if not sent:
-        raise _failure(channel, service, lines, refused)
+        raise _failure(channel, service, send.lines, send.refused)
     return SendOutcome(0, elapsed, f"accepted by {service}")
 
 

@@ -83,7 +83,8 @@ def _meta(entry: dict[str, Any], style: _Style) -> str:
     matched = [m for m in entry.get("matched") or [] if isinstance(m, str)]
     if matched:
         parts.append("matched: " + ", ".join(style.text(m) for m in matched))
-    return style.em + " · ".join(p for p in parts if p) + style.em
+    text = " · ".join(p for p in parts if p)
+    return f"{style.em}{text}{style.em}" if text else ""
 
 
 def chat_message(payload: dict[str, Any], markdown: bool = True) -> tuple[str, str]:
@@ -105,7 +106,8 @@ def chat_message(payload: dict[str, Any], markdown: bool = True) -> tuple[str, s
     if link:
         lines.append(link)
     lines.append(_meta({"item": item, "matched": data.get("matched")}, style))
-    return title, "\n\n".join(lines)
+    # Apprise sends no message without a body: an item with nothing but a title repeats it.
+    return title, "\n\n".join(line for line in lines if line) or style.text(title)
 
 
 def _digest(data: dict[str, Any], style: _Style) -> tuple[str, str]:
@@ -122,4 +124,4 @@ def _digest(data: dict[str, Any], style: _Style) -> tuple[str, str]:
         lines.append(first + ("  " if style.strong else "") + f"\n  {_meta(entry, style)}")
     if count > DIGEST_MAX:
         lines.append(f"- … and {count - DIGEST_MAX} more")
-    return title, "\n".join(lines)
+    return title, "\n".join(lines) or style.text(title)
