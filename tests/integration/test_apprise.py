@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -107,7 +108,7 @@ def deliveries_of(rt: Runtime, channel: str) -> str:
 
 
 def test_a_500_is_retried_and_delivered_once_with_one_delivery_id(
-    tmp_path: Path, redis_url: str, http_server: LocalServer
+    tmp_path: Path, redis_url: str, http_server: LocalServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     answers = iter([Response(b"down", 500), Response(b"ok")])
     http_server.routes["/hook"] = lambda request: next(answers, Response(b"ok"))
@@ -126,6 +127,9 @@ def test_a_500_is_retried_and_delivered_once_with_one_delivery_id(
     assert FailedJobRegistry(queue=rt.deliveries_queue).count == 0
     drain(rt)
     assert len(http_server.received("/hook")) == 2  # never again once accepted
+    assert commands.alerts(rt.config, timedelta(hours=1), True, None, None) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["alerts"]
+    assert [(d["channel"], d["state"]) for d in entry["deliveries"]] == [("chat", "sent")]
 
 
 def test_a_401_fails_for_good_with_its_reason_and_replay_failed_resends_it(
