@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
-from worker import channels, delivery, history, jobs, metrics, monitoring
+from worker import channels, delivery, history, jobs, metrics, monitoring, ops
 from worker.adapters import garbage, keys, liveness, queues, rqcompat
 from worker.adapters.schedule import Schedule, SchedulerRegistry
 from worker.config import DEFAULT_CHANNEL, Config, FeedConfig
 from worker.core.errors import DeliveryError
 from worker.core.models import AlertMatch, Item, utc_iso
+from worker.core.ops import silence_threshold, spelled
 from worker.core.poll import REPAIR_SHOWN, FeedState
 from worker.core.render import deliveries_for
 from worker.core.rules import Classified
@@ -60,7 +61,9 @@ def worker(
     rt = connect(config).warm()
     jobs.install(rt)
     if metrics_port:
-        metrics.serve(metrics_port, config.settings.metrics.bind, rt.redis)
+        metrics.serve(
+            metrics_port, config.settings.metrics.bind, rt.redis, lambda: [f.name for f in rt.settings.feeds]
+        )
     names = queue_names or list(keys.QUEUES)
     unknown = sorted(set(names) - set(keys.QUEUES))
     if unknown:
@@ -208,6 +211,7 @@ def status_data(rt: Runtime) -> dict[str, Any]:
                 "too_old": state.too_old,
                 "warning": _printable_or_none(warning),
                 "polled_by": state.polled_by,
+                **_health(rt, feed, state),
             }
         )
     counts = queues.queue_counts(rt.redis)
@@ -222,6 +226,17 @@ def status_data(rt: Runtime) -> dict[str, Any]:
         "schedulers": _schedulers(rt, feeds),
         # Keys of another type (garbage): each section above read them as empty.
         "redis_problems": _redis_problems(rt),
+    }
+
+
+def _health(rt: Runtime, feed: FeedConfig, state: FeedState) -> dict[str, Any]:
+    """A feed's told episodes (worker.core.ops): failing since, silent since (the last new
+    item), and how long without a new item counts as silent (null: its rhythm is not known yet)."""
+    threshold = silence_threshold(state, ops.policy(rt, feed))
+    return {
+        "failing_since": _iso(state.failing_told),
+        "silent_since": _iso(state.silent_told),
+        "silent_after": spelled(threshold[0]) if threshold else None,
     }
 
 
@@ -291,6 +306,7 @@ def status(config: Config, as_json: bool) -> int:
     rows = []
     for f in data["feeds"]:
         problem = Text(f["error"] or f["warning"] or "")
+        problem = _told(f, problem)
         if f["disabled"]:
             problem = Text.assemble(("disabled: ", "red"), problem)
         rows.append([
@@ -315,6 +331,18 @@ def status(config: Config, as_json: bool) -> int:
     for problem in data["redis_problems"]:
         console.print(Text(f"garbage in Redis: {problem}", style="red"), soft_wrap=True)
     return EXIT_OK
+
+
+def _told(feed: dict[str, Any], problem: Any) -> Any:
+    """The feed's problem, led by the episodes told on ops.channels."""
+    from rich.text import Text
+
+    if feed["failing_since"]:
+        problem = Text.assemble((f"failing since {feed['failing_since']}: ", "red"), problem)
+    if feed["silent_since"]:
+        silent = f"silent: no new item since {feed['silent_since']} (expected every {feed['silent_after']})"
+        problem = Text.assemble((silent, "yellow"), ("; " if problem else "", ""), problem)
+    return problem
 
 
 def _late(seconds: float | None) -> Any:

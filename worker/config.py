@@ -26,6 +26,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -38,6 +40,7 @@ from worker.config_yaml import read_yaml
 from worker.core.errors import ConfigError, QuerySyntaxError
 from worker.core.poll import config_fingerprint
 from worker.core.query import is_plain_term, lowercase_operators, parse_query, parse_term_list
+from worker.core.quiet import QuietHours, parse_quiet_hours
 from worker.core.render import secret_key
 from worker.core.rules import AlertRule, RuleSet, TopicRule
 from worker.core.text import fold
@@ -281,6 +284,9 @@ class FeedConfig(_Model):
     headers: dict[str, str] = Field(default_factory=dict)  # sent with the source's own request
     map: JsonMap | None = None  # json only
     robots: Literal["obey", "ignore"] = "obey"
+    # No new item for this long while the feed answers: `newswatch.feed_silent` on ops.channels
+    # (default: learned from the feed's own rhythm; see worker/core/ops.py).
+    expect_every: OptionalDuration = None
 
     @model_validator(mode="after")
     def _keys_fit_the_type(self) -> FeedConfig:
@@ -297,7 +303,8 @@ class FeedConfig(_Model):
         """Changes whenever the entry does (its name aside): a changed feed starts afresh. The
         keys of sources that are not feeds count only when set, so the feeds of an older config
         keep their fingerprint (and their validators, backoff and 410 state) across the upgrade."""
-        entry = self.model_dump(exclude={"name"})
+        # expect_every only says when silence is told: changing it must not restart the feed.
+        entry = self.model_dump(exclude={"name", "expect_every"})
         for key in _SOURCE_KEYS:
             if entry[key] == FeedConfig.model_fields[key].get_default(call_default_factory=True):
                 del entry[key]
@@ -305,6 +312,20 @@ class FeedConfig(_Model):
 
 
 _SOURCE_KEYS = ("articles", "max_articles", "select", "headers", "map", "robots")
+
+
+def _quiet_hours(value: object) -> QuietHours | None:
+    if value is None or isinstance(value, QuietHours):
+        return value
+    return parse_quiet_hours(value)
+
+
+# Written and shown as the text; held as the parsed window (AlertConfig.quiet).
+QuietHoursSetting = Annotated[
+    QuietHours | None,
+    PlainValidator(_quiet_hours),
+    PlainSerializer(lambda quiet: None if quiet is None else str(quiet)),
+]
 
 
 class AlertConfig(_Model):
@@ -315,6 +336,7 @@ class AlertConfig(_Model):
     feeds: list[str] | None = None
     digest: OptionalDuration = None
     max_per_hour: int | None = Field(default=None, ge=1)
+    quiet: QuietHoursSetting = None  # "22:00-07:00 Europe/Berlin": held, then one digest
 
     @field_validator("query")
     @classmethod
@@ -411,6 +433,16 @@ AnyChannel = WebhookChannel | EmailChannel | LogChannel | AppriseChannel
 Channel = Annotated[AnyChannel, Field(discriminator="type")]
 
 
+class OpsSettings(_Model):
+    """Feeds that fail or fall silent are told to `channels` (SPEC §11, worker/core/ops.py)."""
+
+    channels: list[str] = Field(default_factory=list)  # configured channel names; checked to exist
+    failing_after: Duration = timedelta(hours=1)
+    # A feed without expect_every is silent after this many times its longest recent gap
+    # between new items (and never before max(6 intervals, 1h)).
+    silent_factor: float = Field(default=2.0, ge=1.0, le=100.0)
+
+
 class Settings(_Model):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     sentry: SentrySettings = Field(default_factory=SentrySettings)
@@ -424,6 +456,7 @@ class Settings(_Model):
     topics: dict[str, list[str]] = Field(default_factory=dict)
     alerts: list[AlertConfig] = Field(default_factory=list)
     channels: dict[str, Channel] = Field(default_factory=dict)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
 
     @field_validator("topics")
     @classmethod
@@ -614,7 +647,18 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
             for j, ref in enumerate(refs if isinstance(refs, list) else []):
                 if ref not in known:
                     problems.append(f"alerts[{i}].{key}[{j}]: unknown {what} {ref!r}")
-    return problems
+    return problems + _ops_channel_problems(raw, known_channels)
+
+
+def _ops_channel_problems(raw: dict[str, Any], known_channels: set[Any]) -> list[str]:
+    """ops.channels name configured channels, as alerts' channels do."""
+    ops = raw.get("ops") if isinstance(raw.get("ops"), dict) else {}
+    refs = (ops or {}).get("channels")
+    return [
+        f"ops.channels[{j}]: unknown channel {ref!r}"
+        for j, ref in enumerate(refs if isinstance(refs, list) else [])
+        if isinstance(ref, str) and ref not in known_channels
+    ]
 
 
 def _secrets_of(settings: Settings) -> tuple[str, ...]:

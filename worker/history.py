@@ -17,6 +17,7 @@ from typing import Any
 from worker.adapters import rqcompat
 from worker.adapters.alert_log import AlertLog, AlertRecord
 from worker.core.models import utc_iso
+from worker.core.ops import headline, is_ops_event
 from worker.core.text import printable
 from worker.runtime import Runtime
 
@@ -115,8 +116,14 @@ def _what(args: Sequence[Any]) -> tuple[str | None, str | None, str | None]:
     """(alert, channel, title) of a delivery job's arguments, or a digest job's."""
     try:
         if isinstance(args[0], dict):  # worker.jobs.deliver(delivery)
-            data = args[0]["payload"]["data"]
-            title = data["item"]["title"] if "item" in data else f"digest of {len(data['items'])} items"
+            payload = args[0]["payload"]
+            data = payload["data"]
+            if is_ops_event(payload):  # a feed's health event (worker.core.ops)
+                title = headline(payload)
+            elif "item" in data:
+                title = data["item"]["title"]
+            else:
+                title = f"digest of {len(data['items'])} items"
             return str(args[0]["alert"]), str(args[0]["channel"]), str(title)
         return str(args[0]), str(args[1]), "digest"  # worker.jobs.flush_digest(alert, channel, end)
     except (IndexError, KeyError, TypeError):

@@ -9,7 +9,7 @@ or lost; Redis gives one set of totals for the whole deployment, served from any
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import redis
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from worker.adapters import queues
 from worker.adapters.counters import count_delivery, read_counts
+from worker.adapters.store import FeedStateStore
 
 __all__ = ["count_delivery", "error_kind", "serve"]
 
@@ -61,15 +62,18 @@ def error_kind(message: str) -> str:
 
 
 class RedisCollector(Collector):
-    """Worker counters and queue depths, read from Redis at scrape time."""
+    """Worker counters, queue depths and the feeds' health (failing, silent: worker.core.ops),
+    read from Redis at scrape time. `feeds` gives the configured feeds' names."""
 
-    def __init__(self, connection: redis.Redis) -> None:
+    def __init__(self, connection: redis.Redis, feeds: Callable[[], Sequence[str]] | None = None) -> None:
         self.redis = connection
+        self.feeds = feeds
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         try:
             counts = read_counts(self.redis)
             depths = queues.queue_counts(self.redis)
+            told = FeedStateStore(self.redis).episodes_told(self.feeds()) if self.feeds else {}
         except redis.RedisError:
             return
         family = CounterMetricFamily(
@@ -93,12 +97,30 @@ class RedisCollector(Collector):
             for state, number in (("queued", c.queued), ("started", c.started), ("failed", c.failed)):
                 depth.add_metric([c.name, state], number)
         yield depth
+        yield from _health(told)
 
 
-def serve(port: int, bind: str, connection: redis.Redis) -> bool:
+def _health(told: dict[str, tuple[bool, bool]]) -> Iterator[GaugeMetricFamily]:
+    """1 from a feed's failing (silent) event until its recovery event, else 0."""
+    failing = GaugeMetricFamily(
+        "newswatch_feed_failing", "1 while the feed is failing (told on ops.channels)", labels=["feed"]
+    )
+    silent = GaugeMetricFamily(
+        "newswatch_feed_silent", "1 while the feed is silent (told on ops.channels)", labels=["feed"]
+    )
+    for feed, (is_failing, is_silent) in told.items():
+        failing.add_metric([feed], int(is_failing))
+        silent.add_metric([feed], int(is_silent))
+    yield failing
+    yield silent
+
+
+def serve(
+    port: int, bind: str, connection: redis.Redis, feeds: Callable[[], Sequence[str]] | None = None
+) -> bool:
     if not port:
         return False
-    REGISTRY.register(RedisCollector(connection))
+    REGISTRY.register(RedisCollector(connection, feeds))
     start_http_server(port, addr=bind)
     log.info("metrics on http://%s:%d/metrics", bind, port)
     return True

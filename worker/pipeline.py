@@ -16,7 +16,8 @@ from typing import Any
 from worker.adapters.alert_log import AlertLog, records_of
 from worker.adapters.store import Candidate
 from worker.config import Settings
-from worker.core.models import Delivery, Item, parse_utc
+from worker.core.models import Delivery, Item, parse_utc, utc_iso
+from worker.core.outbox import AlertPolicy, postponed_flush
 from worker.core.query import Node
 from worker.core.render import deliveries_for
 from worker.core.rules import Classified, classify_many, too_old_to_alert
@@ -97,8 +98,16 @@ def _candidate(
 
 
 def flush_digest(rt: Runtime, alert: str, channel: str, window_end: str) -> int:
+    """The digest of (alert, channel) due at `window_end` goes out, unless the alert is in
+    quiet hours that end later: then it waits for their end."""
     end = parse_utc(window_end)
     assert end is not None
-    count = rt.outbox.flush_digest(alert, channel, end, rt.clock())
+    now = rt.clock()
+    later = postponed_flush(end, now, rt.outbox.policies.get(alert, AlertPolicy()))
+    if later is not None:
+        rt.outbox.postpone_digest(alert, channel, later)
+        log.info("alert=%s channel=%s digest held for quiet hours until %s", alert, channel, utc_iso(later))
+        return 0
+    count = rt.outbox.flush_digest(alert, channel, end, now)
     log.info("alert=%s channel=%s digest of %d items queued", alert, channel, count)
     return count

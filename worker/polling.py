@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from worker import articles, metrics
+from worker import articles, metrics, ops
 from worker.adapters import rqcompat
 from worker.adapters.hosts import HOSTS
 from worker.adapters.http_fetch import FetchLimits, FetchResult, RetryLaterError, fetch, host_key
@@ -26,6 +26,7 @@ from worker.adapters.schedule import Lease
 from worker.adapters.store import Candidate, LeaseLostError, StaleStateError
 from worker.config import FeedConfig
 from worker.core.errors import FeedGoneError, FeedParseError, FetchError
+from worker.core.ops import Outcome, after_poll
 from worker.core.poll import (
     Failure,
     FeedState,
@@ -147,7 +148,7 @@ def _poll_from(
         retry_after = e.retry_after if isinstance(e, RetryLaterError) else None
         failure = Failure(str(e), isinstance(e, FeedGoneError), retry_after)
         update, wait = after_failure(plan, failure, now, interval, rt.random())
-        rt.feed_states.write(feed.name, update, expect, context.token)
+        update = _settle(rt, feed, plan, update, "failed", now, expect, context.token)
         _report_failure(feed, e, update.error_count, wait)
         return PollOutcome(feed.name, "error", error=str(e), not_before=update.not_before)
     fetched = Fetched(
@@ -167,7 +168,7 @@ def _poll_from(
         )
     if parsed is None:  # 304 or the same body as last time
         update = after_success(plan, fetched, now, interval)
-        rt.feed_states.write(feed.name, update, expect, context.token)
+        update = _settle(rt, feed, plan, update, "unchanged", now, expect, context.token)
         return PollOutcome(feed.name, "unchanged", not_before=update.not_before)
     return _enqueue_new(rt, feed, plan, fetched, parsed, context)
 
@@ -206,11 +207,36 @@ def _enqueue_new(
         fetched, complete=batch.complete, items_found=parsed.found, problem=batch.problem or parsed.warning
     )
     update = after_success(plan, fetched, now, interval, churn)
-    rt.feed_states.write(feed.name, update, lease=context.token)
+    update = _settle(rt, feed, plan, update, "new" if fresh else "unchanged", now, None, context.token)
     report_layout_change(feed.name, plan.state, update)
     rt.polled_feeds.add(feed.name)
     log.info("feed=%s polled: %d items, %d new to process", feed.name, len(items), len(fresh))
     return PollOutcome(feed.name, "new", len(items), len(fresh), not_before=update.not_before)
+
+
+def _settle(
+    rt: Runtime,
+    feed: FeedConfig,
+    plan: PollPlan,
+    update: StateUpdate,
+    outcome: Outcome,
+    now: datetime,
+    expect: FeedState | None,
+    token: str | None,
+) -> StateUpdate:
+    """Write the poll's state with what it means for the feed's health (worker.core.ops). The
+    events it raises are enqueued first (worker.ops: a repeat is sent once), and only while
+    the poll's state and lease still hold: a scheduler whose lease lapsed during a long fetch
+    tells nothing the new holder may decide otherwise."""
+    health = after_poll(feed.name, plan.state, update, outcome, now, ops.policy(rt, feed))
+    if health.events and expect is not None:
+        rt.feed_states.ensure_unchanged(feed.name, expect, token)
+    elif health.events and token is not None:
+        rt.feed_states.ensure_lease(feed.name, token)
+    ops.tell(rt, health.events)
+    update = update.then(health.update)
+    rt.feed_states.write(feed.name, update, expect, token)
+    return update
 
 
 def _baseline_pending(rt: Runtime, feed: FeedConfig) -> bool:

@@ -84,7 +84,7 @@ class Runtime:
 
     @cached_property
     def outbox(self) -> Outbox:
-        policies = {a.name: AlertPolicy(a.digest, a.max_per_hour) for a in self.settings.alerts}
+        policies = {a.name: AlertPolicy(a.digest, a.max_per_hour, a.quiet) for a in self.settings.alerts}
         return Outbox(
             self.redis,
             self.deliveries_queue,

@@ -296,7 +296,7 @@ def run(rt: Runtime) -> None:
     _allow_sockets(poller.concurrency)
     metrics_settings = rt.settings.metrics
     try:
-        metrics.serve(metrics_settings.port, metrics_settings.bind, rt.redis)
+        metrics.serve(metrics_settings.port, metrics_settings.bind, rt.redis, lambda: _feed_names(rt))
     except OSError as e:  # a taken port must not stop polling
         log.error(
             "metrics endpoint not started on %s:%d: %s", metrics_settings.bind, metrics_settings.port, e
@@ -317,6 +317,10 @@ def run(rt: Runtime) -> None:
             housekeeping.shutdown(wait=False)
         poller.stop()
         log.info("scheduler stopped")
+
+
+def _feed_names(rt: Runtime) -> list[str]:
+    return [feed.name for feed in rt.settings.feeds]
 
 
 def _log_dispatch_error(error: Exception, backoff: float) -> None:

@@ -423,8 +423,12 @@ def test_status_json_from_the_cli(tmp_path: Path, redis_url: str, feed_server: L
             "warning",
             "late",
             "polled_by",
+            "failing_since",
+            "silent_since",
+            "silent_after",
         ]
     )
+    assert data["feeds"][0]["failing_since"] is data["feeds"][0]["silent_since"] is None
     assert data["feeds"][0]["polled_by"] is None  # a manual poll, not a scheduler's
     assert data["schedulers"] == []  # none running
     queues = {q["name"]: q for q in data["queues"]}

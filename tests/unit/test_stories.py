@@ -12,7 +12,8 @@ import pytest
 from worker.config import ConfigError, Settings, load_config
 from worker.core.archive import ArchivedItem, Outcome, outcomes
 from worker.core.highlights import item_marks, marks_in, payload_highlights
-from worker.core.models import Item
+from worker.core.models import Delivery, Item
+from worker.core.outbox import Digested
 from worker.core.query import all_terms, parse_query
 from worker.core.stories import (
     Fingerprint,
@@ -215,10 +216,14 @@ def test_archived_item_round_trips_compressed() -> None:
     assert ArchivedItem.unpack(blob) == record
 
 
+DELIVERY = Delivery("d", "b", "hook", {"data": {"item": {"id": "i"}}})
+
+
 def test_outcomes_say_why_each_matching_alert_went_or_not() -> None:
     end = NOW + timedelta(hours=1)
     placed = place([("i", "s", ("a", "b", "c", "d"))], {"s": StoryState(1, {"d": "first"})})[0]
-    found = outcomes(["a", "b", "c", "d"], None, placed, {"a"}, {"b": (end, True), "c": (end, False)})
+    digested = {"b": Digested(DELIVERY, end, "digest"), "c": Digested(DELIVERY, end, "capped")}
+    found = outcomes(["a", "b", "c", "d"], None, placed, {"a"}, digested)
     assert {k: v.outcome for k, v in found.items()} == {
         "a": "sent",
         "b": "digest",

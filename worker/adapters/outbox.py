@@ -220,6 +220,13 @@ class Outbox:
 
     # --- digests -------------------------------------------------------------------------------
 
+    def postpone_digest(self, alert: str, channel: str, end: datetime) -> None:
+        """The digest of (alert, channel) waits until `end`: its buffer stays as it is, a flush
+        job for `end` is scheduled (see core.outbox.postponed_flush)."""
+        with self.connection.pipeline() as pipe:
+            self._schedule_flush(pipe, alert, channel, end)
+            pipe.execute()
+
     def flush_digest(self, alert: str, channel: str, end: datetime, now: datetime) -> int:
         """Move a digest buffer into one delivery job, atomically. Returns the items it holds."""
         buffer = keys.digest_buffer(alert, channel)

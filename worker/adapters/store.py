@@ -28,7 +28,7 @@ from worker.core.archive import ArchivedItem, outcomes
 from worker.core.errors import NewswatchError
 from worker.core.identity import guid_changed, seen_tag
 from worker.core.models import Delivery, Item, parse_utc, utc_iso
-from worker.core.outbox import AlertPolicy, Routing
+from worker.core.outbox import Routing
 from worker.core.poll import FeedState, StateUpdate
 from worker.core.render import with_story
 from worker.core.stories import Fingerprint, Placed, alone
@@ -152,7 +152,7 @@ class SeenStore:
                     self._write(pipe, feed, len(candidates), new, decided, now)
                     if new:
                         outbox.write(pipe, routing, now)
-                        self._archive(pipe, new, decided, routing, outbox, now)
+                        self._archive(pipe, new, decided, routing, now)
                     garbage.report(pipe.execute())
                     return Committed(new, routing.immediate if new else (), decided.placed)
                 except redis.WatchError:
@@ -192,7 +192,6 @@ class SeenStore:
         new: list[Candidate],
         decided: _Decided,
         routing: Routing,
-        outbox: Outbox,
         now: datetime,
     ) -> None:
         if self.archive is None:
@@ -202,12 +201,7 @@ class SeenStore:
             item_id = candidate.item.id
             immediate = {d.alert for d in routing.immediate if _item_of(d) == item_id}
             digested = {
-                held.delivery.alert: (
-                    held.window_end,
-                    outbox.policies.get(held.delivery.alert, AlertPolicy()).digest is not None,
-                )
-                for held in routing.digested
-                if _item_of(held.delivery) == item_id
+                held.delivery.alert: held for held in routing.digested if _item_of(held.delivery) == item_id
             }
             results = outcomes(candidate.matched, candidate.quiet, placed, immediate, digested)
             records.append(
@@ -257,6 +251,12 @@ def state_from_fields(data: dict[str, str], remembered: bool = False) -> FeedSta
         items_found=read.count("items_found"),
         repaired=data.get("repaired") or None,
         repaired_at=read.moment("repaired_at"),
+        error_since=read.moment("error_since"),
+        last_new=read.moment("last_new"),
+        gap_longest=read.seconds("gap_longest"),
+        gaps_seen=read.count("gaps_seen") or 0,
+        failing_told=read.moment("failing_told"),
+        silent_told=read.moment("silent_told"),
         revision=data.get(_REVISION, ""),
         remembered=remembered,
     )
@@ -452,6 +452,24 @@ class FeedStateStore:
         if (revision or b"").decode() != state.revision:
             self._known.pop(feed, None)
             raise StaleStateError(f"feed={feed}: state changed under the poll")
+
+    def ensure_lease(self, feed: str, lease: str) -> None:
+        """Raise LeaseLostError unless `lease` still holds the feed."""
+        holder = self.redis.hget(keys.LEASES, feed)
+        if (holder or b"").decode() != lease:  # type: ignore[union-attr]
+            raise LeaseLostError(f"feed={feed}: another scheduler holds its lease now")
+
+    def episodes_told(self, feeds: Sequence[str]) -> dict[str, tuple[bool, bool]]:
+        """Per feed, whether a failing and a silent episode is told and not over (worker.core.ops),
+        in one round trip, for the metrics. A state that does not read (garbage) is neither."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for feed in feeds:
+                pipe.hmget(keys.feed_state(feed), "failing_told", "silent_told")
+            replies = pipe.execute(raise_on_error=False)
+        return {
+            feed: (bool(reply[0]), bool(reply[1])) if isinstance(reply, list) else (False, False)
+            for feed, reply in zip(feeds, replies, strict=True)
+        }
 
     def count_too_old(self, feed: str, count: int) -> None:
         """Count new items of a feed that were too old to alert (`status` shows the total). Like

@@ -1,5 +1,6 @@
 """What the archive keeps of an item: the item as the pipeline saw it and what was decided for
-it (its story, and per alert that matched: sent, digested, capped, held by its story or quiet).
+it (its story, and per alert that matched: sent, digested, capped, held for quiet hours, held
+by its story, or quiet: not alerted at all).
 Pure; worker.adapters.archive keeps the records in Redis.
 
 A record is compact JSON compressed with zlib: feed text compresses about 2:1, and the archive
@@ -16,6 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from worker.core.models import Item, parse_utc, utc_iso
+from worker.core.outbox import Digested
+from worker.core.quiet import local_time
 from worker.core.stories import Placed
 
 RECORD_VERSION = 1
@@ -25,7 +28,9 @@ RECORD_VERSION = 1
 class Outcome:
     """What happened to one matching alert for this item."""
 
-    outcome: str  # sent | digest | capped | story | quiet
+    # sent | digest | capped | quiet_hours (held for the alert's quiet hours, then in a digest) |
+    # story | quiet (never alerted: a baseline, or published before polling.max_age)
+    outcome: str
     detail: str = ""
 
     def to_dict(self) -> dict[str, str]:
@@ -74,10 +79,10 @@ def outcomes(
     quiet: str | None,
     placed: Placed,
     immediate: set[str],
-    digested: Mapping[str, tuple[datetime, bool]],
+    digested: Mapping[str, Digested],
 ) -> dict[str, Outcome]:
     """Per alert that matched: what became of it. `immediate`: alerts sent now; `digested`:
-    alert -> (when its digest goes out, whether by the alert's digest rather than its cap)."""
+    alert -> how this item's delivery waits for a digest. `quiet`: why none is alerted."""
     result = {}
     for alert in matched:
         if quiet:
@@ -89,9 +94,17 @@ def outcomes(
         elif alert in immediate:
             result[alert] = Outcome("sent")
         elif alert in digested:
-            end, by_digest = digested[alert]
-            kind, why = (
-                ("digest", "digest") if by_digest else ("capped", "max_per_hour reached; in the digest")
-            )
-            result[alert] = Outcome(kind, f"{why} at {utc_iso(end)}")
+            result[alert] = _held(digested[alert])
     return result
+
+
+def _held(held: Digested) -> Outcome:
+    end = utc_iso(held.window_end)
+    if held.held_by == "quiet_hours" and held.quiet is not None:
+        return Outcome(
+            "quiet_hours", f"until {local_time(held.window_end, held.quiet)}; in the digest at {end}"
+        )
+    after = f", after quiet hours {held.quiet}" if held.quiet is not None else ""
+    if held.held_by == "digest":
+        return Outcome("digest", f"digest at {end}{after}")
+    return Outcome("capped", f"max_per_hour reached; in the digest at {end}{after}")

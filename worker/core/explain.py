@@ -1,6 +1,7 @@
 """Why an alert fired for an item, or did not (`newswatch explain`), and what a query matches
 (`newswatch try`). Pure: it reads archived records and the rules, and says per alert what
-happened when the item was processed (sent, digested, capped, held by its story, quiet) and why
+happened when the item was processed (sent, digested, capped, held for quiet hours, held by its
+story, quiet) and why
 its query and filters match or not under the current config: each term, in which field, which
 words."""
 
@@ -16,7 +17,7 @@ from worker.core.query import Node, evaluate
 from worker.core.rules import AlertRule, RuleSet, item_text
 from worker.core.topics import fold_name
 
-FIRED = frozenset({"sent", "digest", "capped"})
+FIRED = frozenset({"sent", "digest", "capped", "quiet_hours"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ _OUTCOMES = {
     "sent": "sent",
     "digest": "held for the alert's digest",
     "capped": "over the alert's max_per_hour",
+    "quiet_hours": "held for the alert's quiet hours",
     "story": "not sent: the story was already alerted",
     "quiet": "not sent",
 }

@@ -19,6 +19,7 @@ import nh3
 from worker.core.charsets import BIDI_CONTROL, IGNORABLE
 from worker.core.errors import PermanentDeliveryError
 from worker.core.models import Delivery
+from worker.core.ops import details, headline, is_ops_event
 from worker.core.text import one_line
 
 SUBJECT_MAX = 180
@@ -94,12 +95,37 @@ def _flat(text: str) -> str:
 
 
 def alert_email(delivery: Delivery, sender: str, recipients: list[str], now: datetime) -> EmailMessage:
+    if is_ops_event(delivery.payload):
+        return _ops_email(delivery, sender, recipients, now)
     entries = _entries(delivery.payload)
     alert = delivery.alert
     if len(entries) == 1:
         subject = subject_line(alert, entries[0]["item"]["title"] or "")
     else:
         subject = subject_line(alert, f"{len(entries)} new items")
+    message = _message(delivery, subject, sender, recipients, now)
+    message.set_content("\n\n".join(_text_entry(e) for e in entries) + "\n\n-- \nnewswatch\n")
+    body = f"<ul>{''.join(_html_entry(e) for e in entries)}</ul><hr><small>newswatch</small>"
+    _add_html(message, body)
+    _check_headers(message, subject, sender, recipients)
+    return message
+
+
+def _ops_email(delivery: Delivery, sender: str, recipients: list[str], now: datetime) -> EmailMessage:
+    """A feed's health event (worker.core.ops): its headline as the subject, its details."""
+    title, lines = headline(delivery.payload), details(delivery.payload)
+    subject = subject_line("ops", title)
+    message = _message(delivery, subject, sender, recipients, now)
+    message.set_content("\n".join([title, "", *lines]) + "\n\n-- \nnewswatch\n")
+    paragraphs = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+    _add_html(message, f"<p><b>{html.escape(title)}</b></p>{paragraphs}<hr><small>newswatch</small>")
+    _check_headers(message, subject, sender, recipients)
+    return message
+
+
+def _message(
+    delivery: Delivery, subject: str, sender: str, recipients: list[str], now: datetime
+) -> EmailMessage:
     message = EmailMessage(policy=policy.SMTP)
     message["Subject"] = subject
     message["From"] = sender
@@ -107,15 +133,15 @@ def alert_email(delivery: Delivery, sender: str, recipients: list[str], now: dat
     message["Date"] = format_datetime(now)
     message["Message-ID"] = f"<{delivery.delivery_id}@{_domain(sender)}>"
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content("\n\n".join(_text_entry(e) for e in entries) + "\n\n-- \nnewswatch\n")
-    body = f"<ul>{''.join(_html_entry(e) for e in entries)}</ul><hr><small>newswatch</small>"
+    return message
+
+
+def _add_html(message: EmailMessage, body: str) -> None:
     # Defence in depth: even our own escaped HTML goes through the sanitiser (http(s) links only).
     message.add_alternative(
         nh3.clean(body, tags=_HTML_TAGS, url_schemes={"http", "https"}, attributes={"a": {"href"}}),
         subtype="html",
     )
-    _check_headers(message, subject, sender, recipients)
-    return message
 
 
 def _web_link(link: str | None) -> str:

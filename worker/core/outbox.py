@@ -1,4 +1,5 @@
-"""Which alerts go out now and which wait for a digest (alert rules' `digest` and `max_per_hour`).
+"""Which alerts go out now and which wait for a digest (alert rules' `digest`, `max_per_hour`
+and `quiet` hours).
 
 Pure: the caller reads the hour's counters from Redis, this decides, the caller writes the
 result in the same transaction that marks the items seen.
@@ -13,6 +14,7 @@ from typing import Any
 
 from worker.core.identity import delivery_id
 from worker.core.models import Delivery, utc_iso
+from worker.core.quiet import QuietHours, quiet_until, release_time
 
 CAP_WINDOW = timedelta(hours=1)  # max_per_hour counts per clock hour; the excess waits for its end
 
@@ -21,6 +23,7 @@ CAP_WINDOW = timedelta(hours=1)  # max_per_hour counts per clock hour; the exces
 class AlertPolicy:
     digest: timedelta | None = None
     max_per_hour: int | None = None
+    quiet: QuietHours | None = None
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Digested:
 
     delivery: Delivery
     window_end: datetime
+    held_by: str = "digest"  # digest | capped | quiet_hours (the alert is in its quiet hours now)
+    quiet: QuietHours | None = None  # the quiet hours that hold it, or that moved window_end
 
 
 @dataclass(frozen=True)
@@ -55,18 +60,21 @@ def route(
     sent_this_hour: dict[str, int],
     now: datetime,
 ) -> Routing:
-    """Digest alerts wait for their window; capped alerts go out until the hour's cap is reached,
-    the rest waits for the next digest (the alert's own window, else the end of the hour).
-    The cap counts items: one item to three channels is one alert."""
+    """Alerts in their quiet hours wait for the end of them; digest alerts wait for their
+    window; capped alerts go out until the hour's cap is reached, the rest waits for the next
+    digest (the alert's own window, else the end of the hour). A window that would close inside
+    the alert's quiet hours closes at their end. The cap counts items sent at once: one item to
+    three channels is one alert; items held for quiet hours do not count."""
     counts = dict(sent_this_hour)
     decided: dict[tuple[str, str], bool] = {}  # (alert, item id) -> goes out now
     immediate: list[Delivery] = []
     digested: list[Digested] = []
     for delivery in deliveries:
         policy = policies.get(delivery.alert, AlertPolicy())
+        quiet_end = quiet_until(now, policy.quiet) if policy.quiet is not None else None
         key = (delivery.alert, delivery.payload["data"]["item"]["id"])
         if key not in decided:
-            now_allowed = policy.digest is None
+            now_allowed = policy.digest is None and quiet_end is None
             if now_allowed and policy.max_per_hour is not None:
                 now_allowed = counts.get(delivery.alert, 0) < policy.max_per_hour
                 if now_allowed:
@@ -74,9 +82,26 @@ def route(
             decided[key] = now_allowed
         if decided[key]:
             immediate.append(delivery)
+        elif quiet_end is not None:
+            digested.append(Digested(delivery, quiet_end, "quiet_hours", policy.quiet))
         else:
-            digested.append(Digested(delivery, window_end(now, policy.digest or CAP_WINDOW)))
+            end = window_end(now, policy.digest or CAP_WINDOW)
+            released = release_time(end, policy.quiet)
+            held_by = "digest" if policy.digest is not None else "capped"
+            moved_by = policy.quiet if released != end else None
+            digested.append(Digested(delivery, released, held_by, moved_by))
     return Routing(tuple(immediate), tuple(digested), counts)
+
+
+def postponed_flush(end: datetime, now: datetime, policy: AlertPolicy) -> datetime | None:
+    """A digest due at `end` that finds its alert in quiet hours now (they were added to the
+    config after it was scheduled, or its worker was down until the next night) waits for their
+    end: that time, or None to send now. Quiet hours that end at `end` itself (the digest they
+    held, run a moment early by a clock apart) do not hold it again."""
+    if policy.quiet is None:
+        return None
+    until = quiet_until(now, policy.quiet)
+    return until if until is not None and until > end else None
 
 
 _ITEM_FIELDS = ("id", "feed", "title", "link", "published", "topics")

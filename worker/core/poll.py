@@ -45,6 +45,14 @@ class FeedState:
     items_found: int | None = None  # items the last changed page yielded (html and json sources)
     repaired: str | None = None  # garbage a poll found in this state in Redis and replaced, in words
     repaired_at: datetime | None = None  # when
+    # Feed health (worker/core/ops.py): when the current run of failures began, the feed's
+    # rhythm of new items, and the silent and failing episodes already told (their start).
+    error_since: datetime | None = None
+    last_new: datetime | None = None  # the last poll that found new items (or the first poll)
+    gap_longest: float | None = None  # seconds: the longest recent gap between new items, decayed
+    gaps_seen: int = 0
+    failing_told: datetime | None = None
+    silent_told: datetime | None = None
     # Garbage in the store's copy of this state (a key of another type, fields that do not
     # read), in words, as the store found it (and, reading for a poll, replaced it); those
     # fields read as unset. Not stored.
@@ -90,6 +98,12 @@ class StateUpdate:
     items_found: int | None = KEEP
     repaired: str | None = KEEP
     repaired_at: datetime | None = KEEP
+    error_since: datetime | None = KEEP
+    last_new: datetime | None = KEEP
+    gap_longest: float | None = KEEP
+    gaps_seen: int = KEEP
+    failing_told: datetime | None = KEEP
+    silent_told: datetime | None = KEEP
 
     def values(self) -> dict[str, Any]:
         """The fields this update sets, by name."""
@@ -124,6 +138,12 @@ def plan_poll(state: FeedState, url: str, fingerprint: str, now: datetime, force
             items_seen=state.items_seen,
             too_old=state.too_old,
             last_success=state.last_success,
+            # Its rhythm and the episodes told are the feed's, whatever its entry says now.
+            last_new=state.last_new,
+            gap_longest=state.gap_longest,
+            gaps_seen=state.gaps_seen,
+            failing_told=state.failing_told,
+            silent_told=state.silent_told,
             revision=state.revision,
             remembered=state.remembered,
         )

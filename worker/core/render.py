@@ -14,6 +14,7 @@ from typing import Any
 from worker.core.highlights import PAYLOAD_FIELDS, payload_highlights
 from worker.core.identity import delivery_id
 from worker.core.models import AlertMatch, Delivery, Item, utc_iso
+from worker.core.ops import is_ops_event, log_fields
 from worker.core.query import Node
 from worker.core.rules import Classified
 from worker.core.text import one_line
@@ -106,7 +107,10 @@ def webhook_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> 
 
 def log_lines(delivery: Delivery) -> list[str]:
     """One structured (logfmt) line per alert, readable by people and by log shippers; a digest
-    gives one line per item it holds."""
+    gives one line per item it holds; a feed's health event (worker.core.ops) one FEED line."""
+    if is_ops_event(delivery.payload):
+        fields = log_fields(delivery.payload)
+        return ["FEED " + " ".join(f"{key}={_logfmt(value)}" for key, value in fields.items())]
     data = delivery.payload["data"]
     entries = data["items"] if "items" in data else [{"matched": data["matched"], "item": data["item"]}]
     kind = "DIGEST" if "items" in data else "ALERT"
