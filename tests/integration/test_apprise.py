@@ -373,3 +373,27 @@ def test_a_receiver_that_drips_its_answer_cannot_hold_a_send_past_the_timeout() 
         thread.join(timeout=15)
         listener.close()
     assert 0 < dripped["bytes"] < 40
+
+
+def test_a_feed_health_event_reaches_an_apprise_ops_channel(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    http_server.routes["/feed"] = Response(b"gone", 410)  # told at once: failing for good
+    http_server.routes["/hook"] = Response(b"ok")
+    body = f"""
+feeds:
+  - {{name: börse, url: "{http_server.url("/feed")}"}}
+channels:
+  chat: {{type: apprise, url: "{json_url(http_server)}"}}
+ops: {{channels: [chat], failing_after: 1h}}
+"""
+    rt = make_runtime(tmp_path, redis_url, body)
+    from worker.polling import poll_feed
+
+    assert poll_feed(rt, rt.settings.feeds[0]).status == "error"
+    drain_until(rt, lambda: len(http_server.received("/hook")) == 1 and settled(rt))
+    (posted,) = http_server.received("/hook")
+    message = posted.json()
+    assert message["title"].startswith("feed börse is failing since ")
+    assert "Last error: HTTP 410 Gone: feed disabled" in message["message"]
+    assert rt.redis.get(keys.delivery_state(posted.headers["webhook-id"])) == b"sent"

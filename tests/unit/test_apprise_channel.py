@@ -193,3 +193,15 @@ def test_an_item_with_only_a_title_still_has_a_body() -> None:
     assert chat_message(bare, markdown=False) == ("Nur *Titel*", "Nur *Titel*")
     empty = {"type": "newswatch.digest", "data": {"alert": "a", "items": []}}
     assert chat_message(empty) == ("0 alerts for a", "0 alerts for a")
+
+
+def test_a_feed_health_event_is_a_message_too() -> None:
+    from datetime import UTC, datetime
+
+    from worker.core.ops import FAILING, FeedEvent
+
+    at = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
+    event = FeedEvent(FAILING, "börse", "failing", at, at, error="HTTP 500 <script>", failures=3)
+    title, body = chat_message(event.payload())
+    assert title == "feed börse is failing since 2026-11-29T08:00:00Z"
+    assert body == "3 polls in a row failed since 2026-11-29T08:00:00Z.\n\nLast error: HTTP 500 \\<script\\>"

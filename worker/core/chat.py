@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from worker.core.ops import details, headline, is_ops_event
 from worker.core.text import one_line
 
 SUMMARY_MAX = 300  # characters of an item's summary in a single alert
@@ -88,11 +89,14 @@ def _meta(entry: dict[str, Any], style: _Style) -> str:
 
 
 def chat_message(payload: dict[str, Any], markdown: bool = True) -> tuple[str, str]:
-    """(title, body) of an alert or digest payload (SPEC §6); the body in Markdown or plain text.
+    """(title, body) of an alert, digest or feed health event payload (SPEC §6, §11); the body
+    in Markdown or plain text.
 
     Alert: the item's title; the body holds its summary, link, feed, topics and matched terms.
     Digest: "N alerts for <alert>"; the body lists each item with its link."""
     style = _Style(markdown)
+    if is_ops_event(payload):  # a feed's health event (ops.channels): its headline, its details
+        return plain_title(headline(payload)), "\n\n".join(style.text(line) for line in details(payload))
     data = payload["data"]
     if "items" in data:
         return _digest(data, style)
