@@ -1,4 +1,4 @@
-"""Deliver one alert (or digest) through one configured channel: log, webhook or email."""
+"""Deliver one alert (or digest) through one configured channel: log, webhook, email or apprise."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 from worker.adapters.smtp import SmtpTarget
 from worker.adapters.webhook import SendOutcome, send_webhook
-from worker.config import EmailChannel, LogChannel, WebhookChannel
+from worker.config import AppriseChannel, EmailChannel, LogChannel, WebhookChannel
 from worker.core.errors import PermanentDeliveryError
 from worker.core.mail import alert_email
 from worker.core.models import Delivery
@@ -33,6 +33,11 @@ def send(rt: Runtime, delivery: Delivery) -> SendOutcome:
         return send_webhook(
             rt.delivery_http, channel.url, channel.secret, delivery, timeout, rt.clock(), channel.headers
         )
+    if isinstance(channel, AppriseChannel):
+        from worker.adapters.apprise_send import send_apprise  # Apprise loads only where it is used
+
+        allow_private = rt.settings.polling.allow_private_addresses
+        return send_apprise(channel.url, delivery, timeout, allow_private)
     return _send_email(rt, channel, delivery, timeout)
 
 

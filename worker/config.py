@@ -410,7 +410,27 @@ class LogChannel(_Model):
     type: Literal["log"]
 
 
-Channel = Annotated[WebhookChannel | EmailChannel | LogChannel, Field(discriminator="type")]
+def _apprise_url(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("an Apprise URL is required (slack://..., ntfy://..., json://...)")
+    from worker.adapters.apprise_send import url_problem  # Apprise loads only for apprise channels
+
+    problem = url_problem(value.strip())
+    if problem:
+        raise ValueError(problem)
+    return value.strip()
+
+
+class AppriseChannel(_Model):
+    """Any service Apprise knows, by its URL (the URL carries the service's tokens: a secret)."""
+
+    type: Literal["apprise"]
+    url: Annotated[str, BeforeValidator(_apprise_url)]
+    concurrency: int | None = Field(default=None, ge=1)  # sends at once, as for webhooks
+
+
+AnyChannel = WebhookChannel | EmailChannel | LogChannel | AppriseChannel
+Channel = Annotated[AnyChannel, Field(discriminator="type")]
 
 
 class OpsSettings(_Model):
@@ -457,7 +477,7 @@ class Settings(_Model):
     def feed_interval(self, feed: FeedConfig) -> timedelta:
         return feed.interval or self.polling.interval
 
-    def channel(self, name: str) -> WebhookChannel | EmailChannel | LogChannel:
+    def channel(self, name: str) -> AnyChannel:
         if name in self.channels:
             return self.channels[name]
         if name == DEFAULT_CHANNEL:
@@ -576,7 +596,7 @@ def _error_path(loc: tuple[int | str, ...]) -> str:
     parts = list(loc)
     for index, part in enumerate(parts):
         # Discriminated unions add the tag to the location; it is not a key the user wrote.
-        if index == 2 and parts[0] == "channels" and part in ("webhook", "email", "log"):
+        if index == 2 and parts[0] == "channels" and part in ("webhook", "email", "log", "apprise"):
             continue
         path = f"{path}[{part}]" if isinstance(part, int) else _join(path, part)
     return path or "(top level)"
@@ -591,7 +611,7 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
         elif err["type"] == "union_tag_invalid":
             message = f"unknown channel type; expected one of {err['ctx']['expected_tags']}"
         elif err["type"] == "union_tag_not_found":
-            message = "missing 'type' (webhook, email or log)"
+            message = "missing 'type' (webhook, email, log or apprise)"
         problems.append(f"{_error_path(err['loc'])}: {message}")
     return problems
 
@@ -657,6 +677,10 @@ def _secrets_of(settings: Settings) -> tuple[str, ...]:
             found += [urlsplit(channel.url).password, *channel.headers.values()]
         elif isinstance(channel, EmailChannel):
             found.append(channel.smtp.password)
+        elif isinstance(channel, AppriseChannel):
+            from worker.adapters.apprise_send import url_secrets
+
+            found += url_secrets(channel.url)  # the URL, and each of its tokens on its own
     spellings = {spelling for s in found if s and len(s) >= 4 for spelling in _spellings(s)}
     return tuple(sorted(spellings, key=len, reverse=True))
 
@@ -699,6 +723,10 @@ def address_warnings(settings: Settings) -> list[str]:
             hosts.append((f"channels.{name}.url", request_url(channel.url).host.decode()))
         elif isinstance(channel, EmailChannel):
             hosts.append((f"channels.{name}.smtp.host", channel.smtp.host))
+        elif isinstance(channel, AppriseChannel):
+            from worker.adapters.apprise_send import url_host
+
+            hosts += [(f"channels.{name}.url", host)] if (host := url_host(channel.url)) else []
     return [
         f"{path}: a {reason} address; newswatch will refuse to connect to it while "
         "polling.allow_private_addresses is off"
