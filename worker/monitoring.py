@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 FEED_ERROR_EVERY = 3600.0  # seconds: at most one event per feed and kind of error
 _last_feed_report: dict[tuple[str, str], float] = {}
 _lock = threading.Lock()
+# Every config this process has run (a live reload adds one): Sentry's events are scrubbed of
+# the secrets of each, since a send begun before a reload may still carry an old channel's URL.
+_configs: list[Config] = []
 
 
 def _scrub(config: Config, event: Any) -> Any:
@@ -47,7 +50,23 @@ def _scrub_text(config: Config, text: str) -> str:
     return text
 
 
+def scrub_with(config: Config) -> None:
+    """From now on, Sentry's events are scrubbed of this config's secrets too (worker.reload)."""
+    with _lock:
+        if all(known is not config for known in _configs):
+            _configs.append(config)
+
+
+def _scrub_all(event: Any) -> Any:
+    with _lock:
+        configs = list(_configs)
+    for config in configs:
+        event = _scrub(config, event)
+    return event
+
+
 def init_sentry(config: Config) -> bool:
+    scrub_with(config)
     dsn = config.settings.sentry.dsn
     if not dsn:
         return False
@@ -59,8 +78,8 @@ def init_sentry(config: Config) -> bool:
         release=f"newswatch@{__version__}",
         integrations=[RqIntegration()],
         send_default_pii=False,
-        before_send=lambda event, hint: _scrub(config, event),
-        before_send_transaction=lambda event, hint: _scrub(config, event),
+        before_send=lambda event, hint: _scrub_all(event),
+        before_send_transaction=lambda event, hint: _scrub_all(event),
     )
     return True
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import redis
 import watchfiles
 
+from worker import monitoring
 from worker.adapters import liveness
 from worker.config import Config, Settings, load_config
 from worker.core.errors import ConfigError
@@ -204,6 +205,7 @@ class Reloader:
             log.info("reload: config unchanged (revision %s, %s)", self.revision, self.who)
             return False
         change = diff(shape(self.config.settings), shape(new.settings))
+        monitoring.scrub_with(new)  # before anything runs on it
         with self._between.reload() if self._between else contextlib.nullcontext():
             self._apply(new)
         old_revision, self.config, self.revision = self.revision, new, new_revision

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from worker import monitoring
 from worker.adapters.net import literal_blocked_reason
 from worker.config import ConfigError, load_config
 from worker.config_yaml import MAX_DEPTH
@@ -165,6 +166,22 @@ def test_sentry_events_are_scrubbed_as_a_tree_keys_and_cut_values_included(tmp_p
         "k***": ["'***'", 3, None]
     }
     assert scrubbed["extra"]["cut"] == "config=***..." and isinstance(scrubbed["timestamp"], datetime)
+
+
+def test_after_a_reload_sentry_scrubs_the_new_configs_secrets_and_the_old_ones(tmp_path: Path) -> None:
+    """A reload may add a channel whose URL carries a token; a send begun before it may still
+    carry the old one. Sentry's hook scrubs both."""
+    old_token, new_token = "T0KEN-of-the-old-channel-123", "T0KEN-of-the-new-channel-456"
+    old = _load(tmp_path, f"channels: {{hook: {{type: webhook, url: 'https://h.example/{old_token}'}}}}")
+    new = _load(tmp_path, f"channels: {{hook: {{type: webhook, url: 'https://h.example/{new_token}'}}}}")
+    monitoring._configs.clear()
+    monitoring.scrub_with(old)
+    message = {"m": f"POST https://h.example/{old_token} then https://h.example/{new_token}"}
+    assert old_token not in json.dumps(monitoring._scrub_all(message))
+    assert new_token in json.dumps(monitoring._scrub_all(message))
+    monitoring.scrub_with(new)
+    assert monitoring._scrub_all(message) == {"m": "POST *** then ***"}
+    monitoring._configs.clear()
 
 
 @pytest.mark.parametrize(
