@@ -234,6 +234,41 @@ def test_digest_collects_a_window_into_one_message(
     assert all(e["matched"] == ["DeepSeek"] for e in payload["data"]["items"])
 
 
+def test_a_second_flush_of_the_same_window_sends_what_came_after_the_first(
+    tmp_path: Path, redis_url: str, http_server: LocalServer
+) -> None:
+    """A batch that began before the window's end commits after its flush: its items land in the
+    emptied buffer and the flush runs again for the same window. That digest is a new one, not
+    the one already sent (same window, other items): nothing held is lost."""
+    http_server.routes["/hook"] = Response(b"ok")
+    first = [
+        {"title": f"DeepSeek Meldung {n}", "guid": str(n), "link": f"https://n.example/{n}"} for n in range(2)
+    ]
+    rt = setup(
+        tmp_path, redis_url, http_server, first, alert="{name: deepseek, query: DeepSeek, channels: [hook], digest: 1h}"
+    )  # fmt: skip
+    poll_feed(rt, rt.settings.feeds[0])
+    drain(rt)
+    (scheduled_id,) = ScheduledJobRegistry(queue=rt.deliveries_queue).get_job_ids()
+    flush = rt.deliveries_queue.fetch_job(scheduled_id)
+    assert flush is not None
+    from worker import jobs
+
+    jobs.flush_digest(*flush.args)
+    drain(rt)
+    late = [*first, {"title": "DeepSeek Meldung spät", "guid": "late", "link": "https://n.example/late"}]
+    http_server.routes["/feed"] = Response(rss(late))
+    poll_feed(rt, rt.settings.feeds[0])
+    drain(rt)
+    jobs.flush_digest(*flush.args)  # the same window's end, run again
+    drain(rt)
+    payloads = verified(http_server)
+    assert [p["data"]["count"] for p in payloads] == [2, 1]
+    assert payloads[1]["data"]["items"][0]["item"]["title"] == "DeepSeek Meldung spät"
+    ids = [r.headers["webhook-id"] for r in http_server.received("/hook")]
+    assert len(set(ids)) == 2
+
+
 def test_max_per_hour_folds_the_excess_into_a_digest(
     tmp_path: Path, redis_url: str, http_server: LocalServer
 ) -> None:

@@ -43,11 +43,14 @@ def test_route_digest_holds_everything_and_plain_alerts_pass() -> None:
 def test_windows_and_digest_ids() -> None:
     assert window_end(NOW, timedelta(hours=1)) == datetime(2026, 11, 28, 21, 0, tzinfo=UTC)
     end = window_end(NOW, timedelta(minutes=5))
-    one = digest_delivery("a", "hook", end, [{"matched": [], "item": {}}], NOW)
-    again = digest_delivery("a", "hook", end, [{"matched": [], "item": {}}] * 2, NOW + timedelta(seconds=5))
-    other = digest_delivery("a", "hook", end + timedelta(minutes=5), [], NOW)
-    assert one.delivery_id == again.delivery_id != other.delivery_id
-    assert one.payload["data"]["count"] == 1
+    x, y = {"matched": [], "item": {"id": "x"}}, {"matched": [], "item": {"id": "y"}}
+    one = digest_delivery("a", "hook", end, [x, y], NOW)
+    again = digest_delivery("a", "hook", end, [y, x], NOW + timedelta(seconds=5))  # a try made later
+    later_items = digest_delivery("a", "hook", end, [{"matched": [], "item": {"id": "z"}}], NOW)
+    other = digest_delivery("a", "hook", end + timedelta(minutes=5), [x, y], NOW)
+    assert one.delivery_id == again.delivery_id
+    assert len({one.delivery_id, later_items.delivery_id, other.delivery_id}) == 3
+    assert one.payload["data"]["count"] == 2
 
 
 def test_retry_delay_jitter_and_retry_after() -> None:

@@ -7,6 +7,7 @@ result in the same transaction that marks the items seen.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -121,10 +122,17 @@ def digest_entry(entry: Any) -> bool:
 def digest_delivery(
     alert: str, channel: str, end: datetime, entries: list[dict[str, Any]], now: datetime
 ) -> Delivery:
-    """One message for every alert collected in a window; its id is the same on every try."""
+    """One message for every alert collected in a window; its id is the same on every try.
+
+    The id names the items too, not only the window: a batch that began before the window's end
+    and commits after its flush puts its items into the emptied buffer and has the flush run
+    again; that second digest of the same window must not be taken for the first, already
+    sent, or its items would be lost."""
     payload = {
         "type": "newswatch.digest",
         "timestamp": utc_iso(now),
         "data": {"alert": alert, "window_end": utc_iso(end), "count": len(entries), "items": entries},
     }
-    return Delivery(delivery_id(alert, "digest:" + utc_iso(end), channel), alert, channel, payload)
+    items = "\n".join(sorted(str(entry["item"]["id"]) for entry in entries))
+    held = hashlib.sha256(items.encode("utf-8")).hexdigest()[:16]
+    return Delivery(delivery_id(alert, f"digest:{utc_iso(end)}:{held}", channel), alert, channel, payload)
