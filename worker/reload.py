@@ -134,10 +134,15 @@ class Reloader:
         self._requested = threading.Event()
         self._stopping = threading.Event()
         self._beat_now = threading.Event()
+        self._catching_up = False  # the reload `start` asks for: quiet when nothing changed
 
     def start(self) -> Reloader:
-        """Called in the main thread (signal handlers are installed there)."""
+        """Called in the main thread (signal handlers are installed there). The file is read once
+        more at once: until now the process ignored SIGHUP, so a reload asked for while it
+        started (its config already loaded) would otherwise be missed until the next one."""
         signal.signal(signal.SIGHUP, self._on_sighup)
+        self._catching_up = True
+        self._requested.set()
         threading.Thread(target=self._reload_when_asked, name="reload", daemon=True).start()
         if self._watch_file:
             threading.Thread(target=self._watch, name="config-watch", daemon=True).start()
@@ -201,8 +206,10 @@ class Reloader:
             refused(e, self.revision, self.who)
             return False
         new_revision = revision(new.settings)
+        catching_up, self._catching_up = self._catching_up, False
         if new_revision == self.revision:
-            log.info("reload: config unchanged (revision %s, %s)", self.revision, self.who)
+            if not catching_up:
+                log.info("reload: config unchanged (revision %s, %s)", self.revision, self.who)
             return False
         change = diff(shape(self.config.settings), shape(new.settings))
         monitoring.scrub_with(new)  # before anything runs on it

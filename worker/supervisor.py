@@ -48,7 +48,14 @@ class Supervisor:
         log.info("reload: the config is valid; passed on to %d processes", len(self.children))
 
     def _start(self, child: _Child) -> None:
-        child.process = subprocess.Popen(child.argv, start_new_session=True)
+        # The child starts with SIGHUP ignored (kept across exec) until its reloader listens:
+        # a reload passed on while it starts up must not end it (its reloader then reads the
+        # file once more). Runs in the main thread, as signal handlers must be set there.
+        previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            child.process = subprocess.Popen(child.argv, start_new_session=True)
+        finally:
+            signal.signal(signal.SIGHUP, previous)
         child.started_at = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.process.pid)
 

@@ -3,6 +3,7 @@ the job in progress (worker.reload.BetweenJobs)."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import redis
 from worker.config import Config, load_config
 from worker.core.lanes import Lanes, Limits
 from worker.core.revision import ConfigShape, config_revision, diff
-from worker.reload import BetweenJobs, revision, shape
+from worker.reload import BetweenJobs, Reloader, revision, shape
 from worker.runtime import Runtime
 
 BASE = """
@@ -153,3 +154,23 @@ def test_a_runtime_rebuilds_only_what_was_built_from_settings_that_changed(tmp_p
     assert rt.config is new and rt.settings.alerts[0].query == "Nvidia"
     assert rt.outbox is not outbox and rt.outbox.policies["deepseek"].max_per_hour == 3  # alerts changed
     assert rt.archive is archive and rt.http is http  # their settings did not
+
+
+def test_a_reloader_reads_the_file_once_more_when_it_starts(tmp_path: Path) -> None:
+    """A process ignores SIGHUP from its start until its reloader listens; a reload asked for in
+    between (the file changed after the process loaded it) is caught up at once."""
+    config = load(tmp_path, BASE)
+    (tmp_path / "newswatch.yaml").write_text(BASE.replace("DeepSeek", "Nvidia"), encoding="utf-8")
+    applied: list[Config] = []
+    previous = signal.getsignal(signal.SIGHUP)
+    reloader = Reloader(config, applied.append, watch_file=False, who="test")
+    try:
+        reloader.start()
+        deadline = time.monotonic() + 10
+        while not applied and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        reloader.stop()
+        signal.signal(signal.SIGHUP, previous)
+    assert [c.settings.alerts[0].query for c in applied] == ["Nvidia"]
+    assert reloader.revision == revision(applied[0].settings)
