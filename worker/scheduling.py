@@ -126,8 +126,7 @@ class Scheduler:
         known ones keep their time) and take off the feeds that left the config; from now on
         schedulers on other revisions put no "lost" feeds back (see `heartbeat`)."""
         with self.sync_lock:  # the last sync is of the newest config, whichever thread runs it
-            gone = self.schedule.sync(self._first_times())
-            self.schedule.set_revision(self.revision)
+            gone = self.schedule.sync(self._first_times(), self.revision)
             self.synced = True
         if gone:
             log.info("feeds no longer configured, taken off the schedule: %s", ", ".join(gone))
@@ -245,8 +244,7 @@ class Scheduler:
                 self.sync_schedule()
             elif (
                 self.schedule.size() < len(self.feeds)
-                and self.schedule.synced_revision() in (None, self.revision)  # not a config left behind
-                and self.schedule.add_missing(self._first_times())
+                and self.schedule.add_missing(self._first_times(), self.revision)  # not a config left behind
             ):
                 log.warning("the poll schedule in Redis had lost feeds (flushed or restored?): put back")
             self.schedule.put_back_unreachable(self._farthest(now), now)

@@ -146,6 +146,26 @@ def test_a_claim_is_taken_once_and_only_its_holder_reschedules(redis_url: str) -
     assert a.sync({"f1": now}) == ["f2"]
 
 
+def test_a_scheduler_on_an_older_config_puts_no_removed_feed_back(redis_url: str) -> None:
+    """A reload took f2 off (revision "new"); b still runs revision "old", whose feeds include
+    f2: b's heartbeat must not put f2 back, whenever it runs. A flushed Redis (no revision
+    known) is put back by anyone."""
+    connection = redis.Redis.from_url(redis_url)
+    a, b = Schedule(connection, "a"), Schedule(connection, "b")
+    now = datetime.now(UTC).replace(microsecond=0)
+    a.sync({"f1": now, "f2": now}, "old")
+    assert a.sync({"f1": now}, "new") == ["f2"]
+    assert connection.get(keys.SCHEDULE_REVISION) == b"new"  # written with the removal
+    assert b.add_missing({"f1": now, "f2": now}, "old") == 0
+    assert [d.feed for d in a.due(now, 10)] == ["f1"]
+    assert b.add_missing({"f1": now, "f2": now}, "new") == 1  # same revision: f2 is lost, put back
+    connection.delete(keys.SCHEDULE, keys.SCHEDULE_REVISION)
+    assert b.add_missing({"f1": now, "f2": now}, "old") == 2
+    connection.delete(keys.SCHEDULE, keys.SCHEDULE_REVISION)
+    connection.hset(keys.SCHEDULE_REVISION, "garbage", "1")  # of another type: unknown
+    assert b.add_missing({"f1": now}, "old") == 1
+
+
 def test_a_scheduler_whose_lease_lapsed_writes_no_state(tmp_path: Path, redis_url: str) -> None:
     rt = make_runtime(tmp_path, redis_url, 'feeds:\n  - {name: f1, url: "http://127.0.0.1:9/x"}')
     now = rt.clock()

@@ -67,6 +67,21 @@ return n
 """
 
 
+# KEYS: schedule, schedule revision; ARGV: the caller's revision, then (score, feed) pairs. Puts
+# the feeds back unless the schedule was last synced from another revision (a config this
+# caller has not loaded yet): read and write in one step, so a sync in between cannot be undone.
+_ADD_MISSING = """
+local synced = redis.pcall('GET', KEYS[2])
+if type(synced) == 'table' then synced = false end  -- garbage of another type: unknown
+if synced and synced ~= ARGV[1] then return -1 end
+local added = 0
+for i = 2, #ARGV, 2 do
+  added = added + redis.call('ZADD', KEYS[1], 'NX', ARGV[i], ARGV[i + 1])
+end
+return added
+"""
+
+
 @dataclass(frozen=True)
 class Lease:
     feed: str
@@ -113,6 +128,7 @@ class Schedule:
         self.id = scheduler_id
         self._claim = connection.register_script(_CLAIM)
         self._complete = connection.register_script(_COMPLETE)
+        self._add_missing = connection.register_script(_ADD_MISSING)
         self._extend = connection.register_script(_EXTEND)
 
     def repair(self) -> bool:
@@ -130,9 +146,11 @@ class Schedule:
         )
 
     @_repairing
-    def sync(self, first_due: dict[str, datetime]) -> list[str]:
+    def sync(self, first_due: dict[str, datetime], revision: str | None = None) -> list[str]:
         """Make the schedule hold exactly these feeds: new ones at their first time, known ones
-        keep theirs, others leave it (and their leases). Returns the feeds that left."""
+        keep theirs, others leave it (and their leases). With `revision`, the config revision
+        they come from is recorded in the same transaction (see `add_missing`). Returns the
+        feeds that left."""
         members: list[bytes] = self.redis.zrange(keys.SCHEDULE, 0, -1)  # type: ignore[assignment]
         # Removed by their bytes: a member that is not UTF-8 (garbage) goes too.
         gone_members = [m for m in members if m.decode("utf-8", "replace") not in first_due]
@@ -143,34 +161,29 @@ class Schedule:
             if gone_members:
                 pipe.zrem(keys.SCHEDULE, *gone_members)
                 pipe.hdel(keys.LEASES, *gone_members)
+            if revision is not None:
+                pipe.set(keys.SCHEDULE_REVISION, revision)  # a SET replaces garbage of any type
             pipe.execute()
         return gone
-
-    def set_revision(self, revision: str) -> None:
-        """The config revision whose feeds the schedule now holds (see keys.SCHEDULE_REVISION)."""
-        self.redis.set(keys.SCHEDULE_REVISION, revision)  # a SET replaces garbage of any type
-
-    def synced_revision(self) -> str | None:
-        """The revision of the last sync; None if unknown (never set, flushed, or garbage)."""
-        try:
-            raw: Any = self.redis.get(keys.SCHEDULE_REVISION)
-        except redis.ResponseError as e:
-            if not garbage.is_wrong_type(e):
-                raise
-            return None
-        return raw.decode("utf-8", "replace") if raw else None
 
     @_repairing
     def size(self) -> int:
         return int(self.redis.zcard(keys.SCHEDULE))
 
     @_repairing
-    def add_missing(self, first_due: dict[str, datetime]) -> int:
-        """Put back feeds the schedule lost (a flushed or restored Redis), keeping the rest."""
+    def add_missing(self, first_due: dict[str, datetime], revision: str | None = None) -> int:
+        """Put back feeds the schedule lost (a flushed or restored Redis), keeping the rest.
+        With `revision`: only if the schedule was last synced from that revision, or no
+        revision is known; a scheduler left on an older config must not put back the feeds a
+        newer one took off. Returns how many were put back."""
         if not first_due:
             return 0
-        added: Any = self.redis.zadd(keys.SCHEDULE, {f: _epoch(t) for f, t in first_due.items()}, nx=True)
-        return int(added)
+        if revision is None:
+            added: Any = self.redis.zadd(keys.SCHEDULE, {f: _epoch(t) for f, t in first_due.items()}, nx=True)
+            return int(added)
+        pairs = [value for feed, due in first_due.items() for value in (_epoch(due), feed)]
+        added = self._add_missing(keys=[keys.SCHEDULE, keys.SCHEDULE_REVISION], args=[revision, *pairs])
+        return max(int(added), 0)
 
     @_repairing
     def due(self, now: datetime, limit: int) -> list[Due]:
