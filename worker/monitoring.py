@@ -52,8 +52,8 @@ def _scrub_text(config: Config, text: str) -> str:
 
 def scrub_with(config: Config) -> None:
     """From now on, Sentry's events are scrubbed of this config's secrets too (worker.reload)."""
-    with _lock:
-        if all(known is not config for known in _configs):
+    with _lock:  # one entry per set of secrets: a reload that changes none adds nothing
+        if all(known.secrets != config.secrets for known in _configs):
             _configs.append(config)
 
 

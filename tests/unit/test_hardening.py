@@ -181,6 +181,10 @@ def test_after_a_reload_sentry_scrubs_the_new_configs_secrets_and_the_old_ones(t
     assert new_token in json.dumps(monitoring._scrub_all(message))
     monitoring.scrub_with(new)
     assert monitoring._scrub_all(message) == {"m": "POST *** then ***"}
+    monitoring.scrub_with(
+        _load(tmp_path, f"channels: {{hook: {{type: webhook, url: 'https://h.example/{new_token}'}}}}")
+    )
+    assert len(monitoring._configs) == 2  # a reload that changes no secret adds none
     monitoring._configs.clear()
 
 
