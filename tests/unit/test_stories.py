@@ -247,3 +247,16 @@ def test_stories_and_archive_settings(tmp_path: Path) -> None:
         assert key in problems
     path.write_text("stories: off\n")
     assert not load_config(str(path), {}).settings.stories.enabled
+
+
+def test_band_keys_are_the_same_in_every_process_and_release() -> None:
+    """Band keys outlive processes in Redis: the same words must give the same keys in every
+    worker, in any order, whatever PYTHONHASHSEED, and after an upgrade of rensa within its
+    pinned range. A change here must come with a new FEATURES_VERSION."""
+    from worker.core.stories import _band_keys, lsh_shape
+
+    words = ["deepseek", "verschiebt", "modellstart", "huawei", "chips"]
+    expected = ["t0:eO_ucPLV", "t1:RDV2QpRs", "t2:PnygaVuW", "t3:F50ctN1J", "t4:rM-zZ5S5", "t5:wBrESYpv",
+                "t6:EdU6SXB-", "t7:76V4VUPb", "t8:_JAUgQXo", "t9:K1atBXgn", "t10:8QxZNoKx", "t11:cQJGUrdc"]  # fmt: skip
+    assert _band_keys("t", words, lsh_shape(0.8)) == expected
+    assert _band_keys("t", [*reversed(words), "chips"], lsh_shape(0.8)) == expected
