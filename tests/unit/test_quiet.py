@@ -97,6 +97,10 @@ def test_an_end_the_clock_skips_or_shows_twice() -> None:
     early = parse_quiet_hours("01:00-02:30 Europe/Berlin")
     assert quiet_until(utc(2026, 3, 29, 0, 30), early) == utc(2026, 3, 29, 1, 30)
     assert quiet_until(utc(2026, 3, 29, 1, 0), early) is None  # 03:00 CEST, past the end
+    # From before midnight, the same end: not 01:30 CET (02:30 read at the later offset).
+    night = parse_quiet_hours("22:00-02:30 Europe/Berlin")
+    assert quiet_until(utc(2026, 3, 28, 23, 0), night) == utc(2026, 3, 29, 1, 30)  # 00:00 CET
+    assert quiet_until(utc(2026, 3, 29, 0, 45), night) == utc(2026, 3, 29, 1, 30)  # 01:45 CET
     # 02:30 happens twice on 2026-10-25: each pass of the window ends at the next one.
     late = parse_quiet_hours("22:00-02:30 Europe/Berlin")
     assert quiet_until(utc(2026, 10, 25, 0, 10), late) == utc(2026, 10, 25, 0, 30)  # 02:10 CEST

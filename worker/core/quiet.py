@@ -78,7 +78,10 @@ def _next_showing(now: datetime, day: date, at: time, zone: ZoneInfo) -> datetim
     """The first instant after `now` at which the clock in `zone` shows `at` on `day`. A time
     the clock shows twice (the hour repeated when DST ends) counts each time; one it skips (DST
     starts) is read as PEP 495 reads it, shifted by the jump (02:30 -> 03:30)."""
-    shown = (datetime.combine(day, at, zone).replace(fold=fold).astimezone(UTC) for fold in (0, 1))
+    readings = [datetime.combine(day, at, zone).replace(fold=fold).astimezone(UTC) for fold in (0, 1)]
+    # What the clock really shows: both readings of a repeated time, neither of a skipped one,
+    # whose fold=1 reading (02:30 at the later offset: 01:30 before the jump) is not a showing.
+    shown = [instant for instant in readings if instant.astimezone(zone).time() == at] or readings[:1]
     return min((instant for instant in shown if instant > now), default=None)
 
 
