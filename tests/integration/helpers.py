@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import yaml
@@ -10,7 +11,7 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from worker import jobs
-from worker.adapters import keys, queues
+from worker.adapters import keys, queues, rqcompat
 from worker.config import load_config
 from worker.runtime import Runtime, connect
 
@@ -40,3 +41,17 @@ def drain(rt: Runtime) -> None:
         [queues.queue(rt.redis, name) for name in keys.QUEUES], connection=rt.redis, serializer=JSONSerializer
     )
     worker.work(burst=True, with_scheduler=True)
+
+
+def drain_settled(rt: Runtime, timeout: float = 60.0) -> None:
+    """`drain` until no delivery job is queued, running or held for later: on a loaded machine a
+    batch's first tries may not all start within its inline budget, and a try that failed waits
+    for its retry; one `drain` would end before those are sent."""
+    queue = rt.deliveries_queue
+    deadline = time.monotonic() + timeout
+    while True:
+        drain(rt)
+        if not (queue.count or rqcompat.started_count(queue) or rqcompat.scheduled_count(queue)):
+            return
+        assert time.monotonic() < deadline, "deliveries still pending after the timeout"
+        time.sleep(0.2)

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from tests.conftest import LocalServer, RedisServer, Response, rss
-from tests.integration.helpers import drain, make_runtime
+from tests.integration.helpers import drain_settled, make_runtime
 from worker.core.matcher import normalize_mapped
 from worker.polling import poll_feed
 
@@ -135,7 +135,7 @@ def _run_pipeline(tmp_path: Path, redis_url: str, http_server: LocalServer) -> R
     body = CONFIG.format(url=http_server.url("/feed.rss"), hook=http_server.url("/hook"), fields=fields)
     rt = make_runtime(tmp_path, redis_url, body)
     assert poll_feed(rt, rt.settings.feeds[0]).enqueued == len(items)
-    drain(rt)
+    drain_settled(rt)
     by_item: Received = {name: [] for name in [*every, "control"]}
     for request in http_server.received("/hook"):
         data = request.json()["data"]

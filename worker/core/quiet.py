@@ -81,8 +81,12 @@ def _next_showing(now: datetime, day: date, at: time, zone: ZoneInfo) -> datetim
     readings = [datetime.combine(day, at, zone).replace(fold=fold).astimezone(UTC) for fold in (0, 1)]
     # What the clock really shows: both readings of a repeated time, neither of a skipped one,
     # whose fold=1 reading (02:30 at the later offset: 01:30 before the jump) is not a showing.
-    shown = [instant for instant in readings if instant.astimezone(zone).time() == at] or readings[:1]
+    shown = [instant for instant in readings if _shows(instant.astimezone(zone), at)] or readings[:1]
     return min((instant for instant in shown if instant > now), default=None)
+
+
+def _shows(local: datetime, at: time) -> bool:
+    return (local.hour, local.minute, local.second) == (at.hour, at.minute, at.second)
 
 
 def release_time(end: datetime, quiet: QuietHours | None) -> datetime:
