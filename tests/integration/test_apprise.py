@@ -16,9 +16,9 @@ import requests
 from rq.registry import FailedJobRegistry
 
 from tests.conftest import LocalServer, Response, feed_items, rss
-from tests.integration.helpers import drain, make_runtime
-from tests.integration.test_delivery import ONE, drain_until, settled
-from worker import channels, commands, jobs
+from tests.integration.helpers import drain, drain_until, flush_held_digest, make_runtime, meldung, settled
+from tests.integration.test_delivery import ONE
+from worker import channels, commands
 from worker.adapters import apprise_send, keys
 from worker.config import load_config
 from worker.core.errors import DeliveryError
@@ -168,9 +168,7 @@ def test_a_digest_goes_out_as_one_apprise_message(
     tmp_path: Path, redis_url: str, http_server: LocalServer
 ) -> None:
     http_server.routes["/hook"] = Response(b"ok")
-    items = [
-        {"title": f"DeepSeek Meldung {n}", "guid": str(n), "link": f"https://n.example/{n}"} for n in range(3)
-    ]
+    items = [meldung(n) for n in range(3)]
     rt = setup(
         tmp_path, redis_url, http_server, items, f'  chat: {{type: apprise, url: "{json_url(http_server)}"}}',
         alert="{name: deepseek, query: DeepSeek, channels: [chat], digest: 3s}",
@@ -194,23 +192,18 @@ def test_max_per_hour_folds_the_excess_into_an_apprise_digest(
     tmp_path: Path, redis_url: str, http_server: LocalServer
 ) -> None:
     http_server.routes["/hook"] = Response(b"ok")
-    items = [
-        {"title": f"DeepSeek Meldung {n}", "guid": str(n), "link": f"https://n.example/{n}"} for n in range(4)
-    ]
+    items = [meldung(n) for n in range(4)]
     rt = setup(
         tmp_path, redis_url, http_server, items, f'  chat: {{type: apprise, url: "{json_url(http_server)}"}}',
         alert="{name: deepseek, query: DeepSeek, channels: [chat], max_per_hour: 2}",
     )  # fmt: skip
-    from rq.registry import ScheduledJobRegistry
 
     from worker.polling import poll_feed
 
     poll_feed(rt, rt.settings.feeds[0])
     drain(rt)
     assert len(http_server.received("/hook")) == 2
-    (scheduled_id,) = ScheduledJobRegistry(queue=rt.deliveries_queue).get_job_ids()
-    flush = rt.deliveries_queue.fetch_job(scheduled_id)
-    jobs.flush_digest(*flush.args)  # type: ignore[union-attr]  # what RQ runs at the end of the hour
+    flush_held_digest(rt)  # what RQ runs at the end of the hour
     drain(rt)
     titles = [r.json()["title"] for r in http_server.received("/hook")]
     assert len(titles) == 3 and titles[2] == "2 alerts for deepseek"

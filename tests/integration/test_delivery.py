@@ -13,11 +13,11 @@ import pytest
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from standardwebhooks import Webhook
 
-from tests.conftest import LocalServer, Request, Response, rss, wait_for
-from tests.integration.helpers import drain, make_runtime
+from tests.conftest import LocalServer, Request, Response, rss
+from tests.integration.helpers import drain, drain_until, flush_held_digest, make_runtime, meldung, settled
 from tests.integration.mail_servers import RecordingHandler, start_mail_server
-from worker import commands
-from worker.adapters import keys, rqcompat
+from worker import commands, jobs
+from worker.adapters import keys
 from worker.core.models import Delivery
 from worker.delivery import deliver, deliver_new
 from worker.polling import poll_feed
@@ -49,20 +49,6 @@ channels:
 
 
 ONE = [{"title": "DeepSeek R2 verschoben", "guid": "1", "link": "https://n.example/1"}]
-
-
-def drain_until(rt: Runtime, condition, timeout: float = 30):  # type: ignore[no-untyped-def]
-    def step():  # type: ignore[no-untyped-def]
-        drain(rt)
-        return condition()
-
-    return wait_for(step, timeout=timeout, interval=0.2)
-
-
-def settled(rt: Runtime) -> bool:
-    """No delivery job queued, running or held for later: whatever will be sent has been."""
-    queue = rt.deliveries_queue
-    return queue.count == 0 and not rqcompat.started_count(queue) and not rqcompat.scheduled_count(queue)
 
 
 def verified(server: LocalServer) -> list[dict]:  # type: ignore[type-arg]
@@ -210,9 +196,7 @@ def test_digest_collects_a_window_into_one_message(
     tmp_path: Path, redis_url: str, http_server: LocalServer
 ) -> None:
     http_server.routes["/hook"] = Response(b"ok")
-    items = [
-        {"title": f"DeepSeek Meldung {n}", "guid": str(n), "link": f"https://n.example/{n}"} for n in range(3)
-    ]
+    items = [meldung(n) for n in range(3)]
     rt = setup(
         tmp_path,
         redis_url,
@@ -241,26 +225,19 @@ def test_a_second_flush_of_the_same_window_sends_what_came_after_the_first(
     emptied buffer and the flush runs again for the same window. That digest is a new one, not
     the one already sent (same window, other items): nothing held is lost."""
     http_server.routes["/hook"] = Response(b"ok")
-    first = [
-        {"title": f"DeepSeek Meldung {n}", "guid": str(n), "link": f"https://n.example/{n}"} for n in range(2)
-    ]
+    first = [meldung(n) for n in range(2)]
     rt = setup(
         tmp_path, redis_url, http_server, first, alert="{name: deepseek, query: DeepSeek, channels: [hook], digest: 1h}"
     )  # fmt: skip
     poll_feed(rt, rt.settings.feeds[0])
     drain(rt)
-    (scheduled_id,) = ScheduledJobRegistry(queue=rt.deliveries_queue).get_job_ids()
-    flush = rt.deliveries_queue.fetch_job(scheduled_id)
-    assert flush is not None
-    from worker import jobs
-
-    jobs.flush_digest(*flush.args)
+    flush = flush_held_digest(rt)
     drain(rt)
     late = [*first, {"title": "DeepSeek Meldung spät", "guid": "late", "link": "https://n.example/late"}]
     http_server.routes["/feed"] = Response(rss(late))
     poll_feed(rt, rt.settings.feeds[0])
     drain(rt)
-    jobs.flush_digest(*flush.args)  # the same window's end, run again
+    jobs.flush_digest(*flush)  # the same window's end, run again
     drain(rt)
     payloads = verified(http_server)
     assert [p["data"]["count"] for p in payloads] == [2, 1]
@@ -273,9 +250,7 @@ def test_max_per_hour_folds_the_excess_into_a_digest(
     tmp_path: Path, redis_url: str, http_server: LocalServer
 ) -> None:
     http_server.routes["/hook"] = Response(b"ok")
-    items = [
-        {"title": f"DeepSeek Meldung {n}", "guid": str(n), "link": f"https://n.example/{n}"} for n in range(5)
-    ]
+    items = [meldung(n) for n in range(5)]
     rt = setup(
         tmp_path,
         redis_url,
@@ -287,11 +262,7 @@ def test_max_per_hour_folds_the_excess_into_a_digest(
     drain(rt)
     assert len(http_server.received("/hook")) == 2  # immediate, up to the cap
     assert rt.redis.llen(keys.digest_buffer("deepseek", "hook")) == 3  # nothing dropped
-    (scheduled_id,) = ScheduledJobRegistry(queue=rt.deliveries_queue).get_job_ids()
-    flush = rt.deliveries_queue.fetch_job(scheduled_id)
-    from worker import jobs
-
-    jobs.flush_digest(*flush.args)  # type: ignore[union-attr]  # what RQ runs at the end of the hour
+    flush_held_digest(rt)  # what RQ runs at the end of the hour
     drain(rt)
     payloads = verified(http_server)
     assert [p["type"] for p in payloads] == ["newswatch.alert", "newswatch.alert", "newswatch.digest"]

@@ -22,7 +22,7 @@ from rq.registry import ScheduledJobRegistry
 from standardwebhooks import Webhook
 
 from tests.conftest import ROOT, LocalServer, Response, rss, stop_processes, wait_for
-from tests.integration.helpers import drain, make_runtime
+from tests.integration.helpers import drain, make_runtime, meldung
 from worker.adapters import keys, queues, rqcompat
 from worker.core.explain import explain_alerts
 from worker.core.quiet import parse_quiet_hours, quiet_until
@@ -31,10 +31,6 @@ from worker.polling import poll_feed
 from worker.runtime import Runtime
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-def item(n: int) -> dict[str, str]:
-    return {"title": f"DeepSeek Meldung {n}", "guid": str(n), "link": f"https://n.example/{n}"}
 
 
 def alerts_yaml(server: LocalServer, night: str, always: str = "") -> str:
@@ -100,7 +96,7 @@ def test_quiet_hours_hold_matches_for_one_digest_at_their_end(
     tmp_path: Path, redis_url: str, http_server: LocalServer
 ) -> None:
     http_server.routes["/hook"] = Response(b"ok")
-    http_server.routes["/feed"] = Response(rss([item(1), item(2)]))
+    http_server.routes["/feed"] = Response(rss([meldung(1), meldung(2)]))
     rt = runtime(tmp_path, redis_url, http_server, EVENING)
     poll_feed(rt, rt.settings.feeds[0])
     drain(rt)
@@ -124,7 +120,7 @@ def test_quiet_hours_hold_matches_for_one_digest_at_their_end(
     )
 
     # A restart within the window: the new runtime finds the held matches and adds to them.
-    http_server.routes["/feed"] = Response(rss([item(1), item(2), item(3)]))
+    http_server.routes["/feed"] = Response(rss([meldung(1), meldung(2), meldung(3)]))
     rt = runtime(tmp_path, redis_url, http_server, DAWN)
     poll_feed(rt, rt.settings.feeds[0])
     drain(rt)
@@ -143,7 +139,7 @@ def test_quiet_hours_hold_matches_for_one_digest_at_their_end(
     assert len(of_alert(http_server, "night")) == 1  # once
 
     # After the window a match goes out at once.
-    http_server.routes["/feed"] = Response(rss([item(n) for n in range(1, 5)]))
+    http_server.routes["/feed"] = Response(rss([meldung(n) for n in range(1, 5)]))
     rt = runtime(tmp_path, redis_url, http_server, SEVEN + timedelta(minutes=1))
     poll_feed(rt, rt.settings.feeds[0])
     drain(rt)
@@ -157,7 +153,7 @@ def test_a_digest_due_in_quiet_hours_waits_for_their_end(
     """An hourly digest that closes at 23:00 CET, inside the alert's quiet hours: it goes out
     at 07:00 with what the quiet hours held, as one message."""
     http_server.routes["/hook"] = Response(b"ok")
-    http_server.routes["/feed"] = Response(rss([item(1)]))
+    http_server.routes["/feed"] = Response(rss([meldung(1)]))
     body = alerts_yaml(http_server, "22:00-07:00 Europe/Berlin", always=', digest: 1h, quiet: "22:30-23:30"')
     rt = make_runtime(tmp_path, redis_url, body)
     evening = datetime(2027, 3, 27, 20, 40, tzinfo=UTC)  # 21:40 CET: neither alert is quiet
@@ -226,7 +222,7 @@ def test_held_matches_survive_a_daemon_restart_and_go_out_once(
     tmp_path: Path, redis_url: str, http_server: LocalServer
 ) -> None:
     http_server.routes["/hook"] = Response(b"ok")
-    http_server.routes["/feed"] = Response(rss([item(1), item(2)]))
+    http_server.routes["/feed"] = Response(rss([meldung(1), meldung(2)]))
     inside, outside, end = quiet_around_now()
     config = tmp_path / "newswatch.yaml"
     body = alerts_yaml(http_server, inside, always=f', quiet: "{outside}"')
@@ -246,7 +242,7 @@ delivery: {{retries: [1s, 1s], timeout: 3s}}
         assert list(flush_jobs(connection).values()) == [int(end.timestamp())]
 
         daemon.stop()  # a restart inside the window (a deploy, a reboot)
-        http_server.routes["/feed"] = Response(rss([item(1), item(2), item(3)]))
+        http_server.routes["/feed"] = Response(rss([meldung(1), meldung(2), meldung(3)]))
         daemon = Daemon(tmp_path, config)
         wait_for(lambda: len(of_alert(http_server, "always")) == 3, timeout=60)
         wait_for(lambda: connection.llen(keys.digest_buffer("night", "hook")) == 3, timeout=30)
