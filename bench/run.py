@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import delivery as delivery_bench  # noqa: E402
 from bench.corpus import ALERTS, alert_terms, feed_items, rss  # noqa: E402
+from bench.delivery import SlowReceiver  # noqa: E402
 
 R2E_VENV = ROOT / "bench" / ".venv-rss2email"
 
@@ -53,7 +54,6 @@ class FeedServer:
         # Body and ETag, swapped in together; the ETag is made once, as a web server does.
         self.served: dict[str, tuple[bytes, str]] = {}
         self.validators = True
-        self.changed_at: dict[str, float] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -96,47 +96,6 @@ class FeedServer:
         body = rss(items, f"Feed {n}")
         self.bodies[f"/feed/{n}.xml"] = body
         self.served[f"/feed/{n}.xml"] = (body, '"' + hashlib.md5(body).hexdigest() + '"')
-        self.changed_at[f"/feed/{n}.xml"] = time.monotonic()
-
-
-class Receiver:
-    """A webhook receiver that records when each alert arrived."""
-
-    def __init__(self) -> None:
-        self.arrivals: list[tuple[float, dict[str, Any]]] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    receiver.arrivals.append((time.monotonic(), json.loads(body)))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.arrivals)
-
-    def reset(self) -> None:
-        with self.lock:
-            self.arrivals.clear()
 
 
 class SmtpSink:
@@ -164,9 +123,21 @@ class SmtpSink:
 # --- newswatch -----------------------------------------------------------------------------------
 
 
+# Every newswatch process the bench started: whatever a measurement that failed midway left
+# running is killed when the bench ends.
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def _kill_leftovers() -> None:
+    for process in _STARTED:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 class Newswatch:
     def __init__(
-        self, workdir: Path, redis_url: str, feeds: FeedServer, receiver: Receiver, n_feeds: int
+        self, workdir: Path, redis_url: str, feeds: FeedServer, receiver: SlowReceiver, n_feeds: int
     ) -> None:
         self.workdir = workdir
         self.config = workdir / "newswatch.yaml"
@@ -202,24 +173,12 @@ channels:
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SENTRY_DSN")}
         for index, role in enumerate(roles):
             log = (self.workdir / f"{role}-{index}.log").open("ab")
-            self.processes.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "worker.cli",
-                        role,
-                        "--config",
-                        str(self.config),
-                        "--log-level",
-                        "WARNING",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                    env=env,
-                )
-            )
+            process = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", role, "--config", str(self.config), "--log-level", "WARNING"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+            )  # fmt: skip
+            self.processes.append(process)
+            _STARTED.append(process)
 
     def stop(self) -> None:
         for p in self.processes:
@@ -452,7 +411,7 @@ def main() -> int:
     redis_url = f"redis://127.0.0.1:{port}/0"
     connection = redis.Redis.from_url(redis_url)
     wait_until(lambda: _pings(connection), timeout=10)
-    feeds, receiver, sink = FeedServer(), Receiver(), SmtpSink()
+    feeds, receiver, sink = FeedServer(), SlowReceiver(0.0), SmtpSink()  # answers at once
     for n in range(n_feeds):
         feeds.publish(n, feed_items(n, per_feed))
     results: dict[str, Any] = {
@@ -542,6 +501,7 @@ def main() -> int:
         results["rss2email_unchanged_polls_per_s"] = statistics.median(steady_r2e)
         results["rss2email_mails_per_run"] = mails
     finally:
+        _kill_leftovers()
         sink.stop()
         redis_proc.terminate()
         redis_proc.wait()

@@ -36,6 +36,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.run import free_port  # noqa: E402
+
 ETAG = '"v1"'
 BODY = (
     '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Feed {n}</title>'
@@ -201,7 +203,7 @@ feeds:
 """,
         encoding="utf-8",
     )
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SENTRY_DSN")}
     base = [sys.executable, "-m", "worker.cli"]
     logs = (workdir / f"{scenario.name}.log").open("ab")
 
@@ -345,7 +347,7 @@ def main() -> int:
         print("bench: redis-server is missing (make test installs it)", file=sys.stderr)
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="newswatch-scale-"))
-    port = 6400 + os.getpid() % 1000
+    port = free_port()  # a port in use would be another Redis, which the bench flushes
     server = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,
@@ -359,6 +361,7 @@ def main() -> int:
                 break
             except redis.ConnectionError:
                 time.sleep(0.05)
+        assert server.poll() is None, f"redis-server did not start on port {port}"
         results = {}
         for scenario in scenarios:
             print(f"bench scale: {scenario.name}: {scenario.feeds} feeds on {scenario.hosts} hosts, "
@@ -366,7 +369,10 @@ def main() -> int:
                   f"{scenario.schedulers} scheduler(s) ...", flush=True)  # fmt: skip
             results[scenario.name] = run(scenario, workdir, redis_url, args.latency)
             print(json.dumps(results[scenario.name], indent=2), flush=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        out = Path(args.out)
+        if args.only and out.exists():  # one scenario run again: the others' results stay
+            results = {**json.loads(out.read_text(encoding="utf-8")), **results}
+        out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     finally:
         server.terminate()
         server.wait()

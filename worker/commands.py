@@ -610,13 +610,14 @@ def reload_daemon(config: Config, wait: float = 30.0) -> int:
 
 def _await_revision(rt: Runtime, targets: list[liveness.ProcessInfo], wait: float) -> int:
     """Until each signalled process reports this config's revision (or `wait` seconds)."""
-    revision, ids = reload.revision(rt.settings), {p.id for p in targets}
+    revision = reload.revision(rt.settings)
     deadline = time.monotonic() + wait
     while True:
-        now = liveness.processes(rt.redis, rt.clock(), reload.PROCESS_STALE)
-        behind = [p for p in now if p.id in ids and p.revision != revision]
+        now = {p.id: p for p in liveness.processes(rt.redis, rt.clock(), reload.PROCESS_STALE)}
+        # A process that died after the signal has no record any more: it runs nothing new.
+        behind = [now.get(p.id, p) for p in targets if p.id not in now or now[p.id].revision != revision]
         if not behind:
-            print(f"running revision {revision} in {len(ids)} process(es)")
+            print(f"running revision {revision} in {len(targets)} process(es)")
             return EXIT_OK
         if time.monotonic() > deadline:
             break

@@ -101,8 +101,13 @@ def run_burst(
     server.routes["/feed"] = Response(rss(items))
     rt = runtime(write_config(tmp_path, redis_url, server.url("/feed"), body, delivery))
     worker = start_worker(Path(rt.config.path), tmp_path)
-    wait_for(lambda: rqcompat.live_workers(rt.redis) == 1, timeout=30)
-    poll_feed(rt, rt.settings.feeds[0])
+    try:
+        wait_for(lambda: rqcompat.live_workers(rt.redis) == 1, timeout=30)
+        poll_feed(rt, rt.settings.feeds[0])
+    except BaseException:
+        worker.kill()  # the caller's finally never sees it
+        worker.wait()
+        raise
     return rt, worker
 
 

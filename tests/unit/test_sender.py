@@ -62,8 +62,9 @@ def sender(recorder: Recorder, total: int, refresh_every: float = 60.0) -> Sende
 def test_sends_run_side_by_side_up_to_the_limit(recorder: Recorder) -> None:
     s = sender(recorder, total=3)
     s.submit(["a", "b", "c", "d", "e"])
-    wait_for(lambda: s.in_flight() == 3, timeout=5, interval=0.01)
-    assert sorted(recorder.started) == ["a", "b", "c"] and s.waiting() == 2
+    # in_flight counts a send before its work starts: wait for the work itself.
+    wait_for(lambda: len(recorder.started) == 3, timeout=5, interval=0.01)
+    assert sorted(recorder.started) == ["a", "b", "c"] and s.in_flight() == 3 and s.waiting() == 2
     recorder.gate.set()
     assert s.close(None, grace=5) == 0  # nothing handed back: everything was sent
     assert sorted(recorder.done) == ["a", "b", "c", "d", "e"]

@@ -224,10 +224,7 @@ class SmtpSessions:
             raise _StaleSessionError
         try:
             outcome = _envelope_and_data(target, session, message, recipients, code, reply, started)
-        except smtplib.SMTPResponseException:
-            self._reset(target, session)
-            raise
-        except DeliveryError:
+        except (smtplib.SMTPResponseException, DeliveryError):
             self._reset(target, session)
             raise
         except BaseException:

@@ -11,6 +11,7 @@ justext to judge (a few short paragraphs) keeps the region's text as it is.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import lxml.html
@@ -41,9 +42,16 @@ def main_text(tree: lxml.html.HtmlElement, region: lxml.html.HtmlElement) -> str
     return (text if len(text) >= ENOUGH else text_of(cleaned))[:MAX_TEXT]
 
 
+@functools.cache
+def _stoplist(name: str) -> frozenset[str]:
+    """justext reads and builds a stop list on every call (a fifth of an article's reading)."""
+    import justext
+
+    return frozenset(justext.get_stoplist(name))
+
+
 def _justext(region: lxml.html.HtmlElement, language: str) -> str:
     # justext is imported here: only processes that read article pages load its stop words.
-    import justext
     from justext.core import (
         ParagraphMaker,
         classify_paragraphs,
@@ -52,7 +60,7 @@ def _justext(region: lxml.html.HtmlElement, language: str) -> str:
     )
 
     name = _STOPLISTS.get(language)
-    stoplist = justext.get_stoplist(name) if name else frozenset()
+    stoplist = _stoplist(name) if name else frozenset()
     threshold = {} if name else {"stopwords_low": 0, "stopwords_high": 0}  # language-independent
     paragraphs = ParagraphMaker.make_paragraphs(preprocessor(region))
     classify_paragraphs(paragraphs, stoplist, **threshold)
