@@ -1,6 +1,8 @@
 """robots.txt (RFC 9309, SPEC §8): fetched once per host through our own guarded fetcher,
-cached for a day, read with the standard library's parser, which is only ever given the text
-(its `read()` would fetch by itself, past our URL guard, size cap and deadline).
+cached for a day, read with Protego (RFC 9309: the longest matching rule wins, `*` and `$` in
+paths), which is only ever given the text. The standard library's parser takes the first
+matching rule instead and ignores wildcards: `Allow: /` before `Disallow: /private/` let it
+fetch what the site forbids.
 
 Answers: 2xx is the rules; 4xx (a missing file) allows everything; 5xx, 429, a timeout or
 an unreachable host allows nothing for now and is asked again in a few minutes (RFC 9309
@@ -15,9 +17,9 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Protocol
 from urllib.parse import urlsplit
-from urllib.robotparser import RobotFileParser
 
 import redis
+from protego import Protego
 
 from worker.adapters import garbage, keys
 from worker.adapters.http_fetch import FetchResult, HttpStatusError
@@ -98,7 +100,7 @@ def check(url: str, storage: RobotsStorage, fetch: Callable[[str], FetchResult])
     if text == _UNAVAILABLE:
         host = urlsplit(url).hostname
         raise RobotsUnavailableError(f"robots.txt of {host} could not be read: not fetching for now")
-    if text != _ALLOW_ALL and not _rules(text).can_fetch(AGENT, url):
+    if text != _ALLOW_ALL and not _rules(text).can_fetch(url, AGENT):
         raise RobotsDisallowedError(f"disallowed by robots.txt: {url}")
 
 
@@ -115,9 +117,7 @@ def _fetch_robots(origin: str, fetch: Callable[[str], FetchResult]) -> tuple[str
     return (text if text.strip() else _ALLOW_ALL), RULES_TTL
 
 
-@lru_cache(maxsize=256)
-def _rules(text: str) -> RobotFileParser:
+@lru_cache(maxsize=64)
+def _rules(text: str) -> Protego:
     """Parsed once per distinct text: every article page of a host asks the same rules."""
-    parser = RobotFileParser()
-    parser.parse(text.splitlines())
-    return parser
+    return Protego.parse(text)
