@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -143,7 +143,7 @@ def _poll_from(
         return PollOutcome(feed.name, status, error=state.error, not_before=state.not_before)
     interval = rt.settings.feed_interval(feed)
     try:
-        result, body_hash, parsed = _fetch_and_read(rt, feed, plan, context.lease is not None)
+        result, body_hash, parsed = _fetch_and_read(rt, feed, plan)
     except (FetchError, FeedParseError) as e:
         retry_after = e.retry_after if isinstance(e, RetryLaterError) else None
         failure = Failure(str(e), isinstance(e, FeedGoneError), retry_after)
@@ -249,7 +249,7 @@ def _baseline_pending(rt: Runtime, feed: FeedConfig) -> bool:
 
 
 def _fetch_and_read(
-    rt: Runtime, feed: FeedConfig, plan: PollPlan, host_held: bool
+    rt: Runtime, feed: FeedConfig, plan: PollPlan
 ) -> tuple[FetchResult, str | None, ParsedItems | None]:
     """Fetch (one slot per host) and read: the result, the body's hash, and the items, or None
     when nothing changed (304, or the same body as last time)."""
@@ -257,9 +257,9 @@ def _fetch_and_read(
     limits = FetchLimits(polling.timeout.total_seconds(), polling.max_bytes, polling.max_redirects)
     state = plan.state
     articles.page_fetcher(rt, feed).obey_robots(plan.url)  # html sources (SPEC §8)
-    # A scheduler's poll holds its host slot already (taken when it was dispatched).
-    slot = nullcontext() if host_held else host_slot(host_key(plan.url), polling.per_host)
-    with slot, metrics.FETCH_SECONDS.labels(feed.name).time():
+    # In a scheduler's poll, the slot its thread holds on the feed's host (adapters.hosts); the
+    # host's own slot where a permanent redirect moved the feed elsewhere.
+    with host_slot(host_key(plan.url), polling.per_host), metrics.FETCH_SECONDS.labels(feed.name).time():
         result = fetch(
             rt.http, plan.url, limits, rt.clock(), state.etag, state.last_modified, **source_request(feed)
         )

@@ -196,6 +196,7 @@ class Scheduler:
         self.pool.submit(lambda: self._poll(feed, lease, host, slot))
 
     def _poll(self, feed: FeedConfig, lease: Lease, host: str, slot: float) -> None:
+        HOSTS.hold(host)  # the poll's fetches against its host run in this slot
         started = self.rt.clock()
         lateness = max(timedelta(0), started - lease.due)
         try:
@@ -221,7 +222,7 @@ class Scheduler:
         except Exception:  # a bug: reported, and the scheduler goes on with the other feeds
             log.exception("feed=%s poll failed unexpectedly", feed.name)
         finally:
-            HOSTS.give_back(host, slot)
+            HOSTS.release(host, slot)
             with self.lock:
                 self.in_flight.pop(lease.feed, None)
             self.wake.set()
