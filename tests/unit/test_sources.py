@@ -373,3 +373,13 @@ def test_a_date_the_story_mentions_is_not_its_publication_date() -> None:
     from worker.core.dates import first_date
 
     assert first_date(article.dates, NOW) == datetime(2025, 8, 14, 16, 5, tzinfo=UTC)
+
+
+def test_relative_links_follow_the_pages_base_href() -> None:
+    """`<base href="/de/">` on /start/seite: "news/…" is /de/news/…, not /start/news/…."""
+    body = b"""<html><head><base href="/de/"></head><body><main>
+    <article><a href="news/ki/deepseek-verschiebt-modellstart-4711.html"><h2>DeepSeek verschiebt
+    Modellstart nach Problemen mit Huaweis KI-Chips</h2></a></article></main></body></html>"""
+    feed = FeedConfig(name="base", url=BASE + "/start/seite", type="html")
+    (item,) = read_items(feed, Page(BASE + "/start/seite", body, "text/html"), NOW).items
+    assert item.link == BASE + "/de/news/ki/deepseek-verschiebt-modellstart-4711.html"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator
+from urllib.parse import urljoin, urlsplit
 
 import lxml.html
 from lxml import etree
@@ -47,6 +48,16 @@ def parse_html(body: bytes, content_type: str = "") -> lxml.html.HtmlElement:
     except (etree.ParserError, ValueError) as e:
         raise FeedParseError(f"not HTML: {str(e)[:100]}") from e
     return tree
+
+
+def base_url(tree: lxml.html.HtmlElement, page_url: str) -> str:
+    """What the page's relative links are relative to: its `<base href>` where it has an
+    http(s) one (HTML: the first), else its own URL."""
+    base = tree.find(".//base[@href]")
+    if base is None:
+        return page_url
+    resolved = urljoin(page_url, (base.get("href") or "").strip())
+    return resolved if urlsplit(resolved).scheme in ("http", "https") else page_url
 
 
 def as_markup(text: str) -> str:

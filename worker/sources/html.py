@@ -20,7 +20,7 @@ from worker.core.items import RawEntry, absolute_link
 from worker.core.links import canonical_link
 from worker.sources import structured
 from worker.sources.base import Page, SourceResult
-from worker.sources.document import as_markup, elements, parse_html, text_of
+from worker.sources.document import as_markup, base_url, elements, parse_html, text_of
 from worker.sources.teasers import MAX_TEASERS, article_links
 
 # Media types that are certainly not a page of links (anything else is tried as HTML).
@@ -32,14 +32,15 @@ def read(page: Page, config: FeedConfig) -> SourceResult:
     tree = parse_page(page)
     if config.select is not None:
         return SourceResult(selected(tree, config.select))
-    teasers, found = article_links(tree, page.url)
+    base = base_url(tree, page.url)
+    teasers, found = article_links(tree, base)
     from_links = {
         canonical_link(t.link) or t.link: RawEntry(
             title=as_markup(t.title), link=t.link, summary=as_markup(t.summary), dates=tuple(t.dates)
         )
         for t in teasers
     }
-    listed = from_structured_data(tree, page.url, from_links)
+    listed = from_structured_data(tree, base, from_links)
     # The publisher's own list first; stories its teasers show beyond it are not dropped (a
     # page's ItemList often names only the top few of the stories it shows).
     entries = {**listed, **{k: v for k, v in from_links.items() if k not in listed}} if listed else from_links
