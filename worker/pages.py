@@ -27,7 +27,7 @@ from worker.adapters.http_fetch import (
     request_url,
 )
 from worker.config import FeedConfig, Settings
-from worker.core.errors import FetchError
+from worker.core.errors import FetchError, TransientFetchError
 
 
 class PageFetcher:
@@ -97,9 +97,6 @@ def same_site_as(url: str) -> RedirectCheck:
 
 def is_transient(error: FetchError) -> bool:
     """A failure that may be gone on the next poll: the server's trouble, not the page's."""
-    if isinstance(error, RetryLaterError | robots.RobotsUnavailableError):
+    if isinstance(error, RetryLaterError | robots.RobotsUnavailableError | TransientFetchError):
         return True
-    if isinstance(error, HttpStatusError):
-        return error.status >= 500
-    text = str(error)
-    return text.startswith(("timed out", "connection", "cannot connect", "server broke", "DNS"))
+    return isinstance(error, HttpStatusError) and error.status >= 500

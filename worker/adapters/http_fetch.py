@@ -18,7 +18,7 @@ import httpx
 
 from worker import __version__
 from worker.adapters.net import BlockedAddressError, GuardedBackend, deadline
-from worker.core.errors import FeedGoneError, FetchError
+from worker.core.errors import FeedGoneError, FetchError, TransientFetchError
 from worker.core.timing import fresh_for_seconds, retry_after_seconds
 from worker.core.units import format_duration, format_size
 
@@ -199,15 +199,18 @@ def fetch(
                     body = _read_capped(response, fields, limits.max_bytes)
                     break
     except httpcore.TimeoutException as e:
-        raise FetchError(f"timed out after {format_duration(timedelta(seconds=limits.timeout))}") from e
+        raise TransientFetchError(
+            f"timed out after {format_duration(timedelta(seconds=limits.timeout))}"
+        ) from e
     except httpcore.ConnectError as e:
-        raise FetchError(_connect_message(e, current)) from e
+        blocked = isinstance(e, BlockedAddressError)  # the guard's refusal stays as long as the URL
+        raise (FetchError if blocked else TransientFetchError)(_connect_message(e, current)) from e
     except httpcore.RemoteProtocolError as e:
-        raise FetchError("server broke the HTTP protocol or closed the connection early") from e
+        raise TransientFetchError("server broke the HTTP protocol or closed the connection early") from e
     except (httpx.InvalidURL, httpcore.UnsupportedProtocol) as e:
         raise FetchError("invalid URL") from e
     except TRANSPORT_ERRORS as e:
-        raise FetchError(f"connection failed: {e.__class__.__name__}") from e
+        raise TransientFetchError(f"connection failed: {e.__class__.__name__}") from e
     return FetchResult(
         status=response.status,
         url=current,

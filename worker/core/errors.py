@@ -21,6 +21,11 @@ class FetchError(NewswatchError):
     """A feed could not be fetched; the message is meant for people (status, logs)."""
 
 
+class TransientFetchError(FetchError):
+    """The fetch failed on the way (timeout, refused or dropped connection, DNS): the same
+    request may well succeed later."""
+
+
 class FeedParseError(NewswatchError):
     """A body was fetched but is not a feed we can read."""
 
