@@ -94,7 +94,6 @@ class Scheduler:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.seen = KeepingUp()
-        self.polls = 0
         self.dispatcher: threading.Thread | None = None  # set by `run`; the heartbeat checks it
         self.revision = reload.revision(rt.settings)
         self.sync_lock = threading.Lock()
@@ -213,7 +212,6 @@ class Scheduler:
             )
             with self.lock:
                 self.seen.record(lateness)
-                self.polls += 1
         except redis.ResponseError as e:  # Redis answered, but refused (garbage in a key, say)
             log.warning("feed=%s poll failed, Redis refused a command: %s", feed.name, e)
         except redis.RedisError as e:
@@ -234,7 +232,7 @@ class Scheduler:
         now = self.rt.clock()
         with self.lock:
             held = list(self.in_flight.values())
-            info = SchedulerInfo(self.id, socket.gethostname(), now, len(held), self.concurrency, self.polls)
+            info = SchedulerInfo(self.id, socket.gethostname(), now, len(held), self.concurrency)
         if self.dispatcher is not None and not self.dispatcher.is_alive():
             # It polls nothing any more: no heartbeat, so that `health` says so.
             log.error("scheduler %s: its dispatcher has stopped (see above); not beating", self.id)

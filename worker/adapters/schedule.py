@@ -273,7 +273,6 @@ class SchedulerInfo:
     last_beat: datetime
     in_flight: int = 0
     concurrency: int = 0
-    polls: int = 0  # polls this process has made since it started
 
 
 def new_scheduler_id() -> str:
@@ -291,8 +290,7 @@ class SchedulerRegistry:
         self.redis = connection
 
     def beat(self, info: SchedulerInfo) -> None:
-        data = {"host": info.host, "in_flight": info.in_flight, "concurrency": info.concurrency,
-                "polls": info.polls}  # fmt: skip
+        data = {"host": info.host, "in_flight": info.in_flight, "concurrency": info.concurrency}
         try:
             self._beat(info.id, json.dumps(data), info.last_beat)
         except redis.ResponseError as e:
@@ -356,7 +354,7 @@ def _info(scheduler_id: str, last_beat: datetime, data: dict[str, Any]) -> Sched
     host = data.get("host")
     return SchedulerInfo(
         scheduler_id, host if isinstance(host, str) else "", last_beat,
-        number("in_flight"), number("concurrency"), number("polls"),
+        number("in_flight"), number("concurrency"),
     )  # fmt: skip
 
 
