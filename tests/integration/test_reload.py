@@ -346,17 +346,16 @@ def test_a_feed_removed_stays_removed_for_a_scheduler_still_on_the_old_config(
     for path in (first, second):
         path.write_text(config_text(redis_url, feeds, receiver, ["a", "b", "d"], "alpha"), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"PYTHONUNBUFFERED": "1"}
-    schedulers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "scheduler", "--config", str(path)],
-            stdout=(tmp_path / f"scheduler-{n}.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=env,
-        )
-        for n, path in enumerate((first, second))
-    ]
+    schedulers: list[subprocess.Popen[bytes]] = []
     try:
+        for n, path in enumerate((first, second)):  # inside the try: a failed second start stops the first
+            with (tmp_path / f"scheduler-{n}.log").open("ab") as log:
+                schedulers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "worker.cli", "scheduler", "--config", str(path)],
+                        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                    )
+                )  # fmt: skip
         old = wait_for(lambda: running_everywhere(first, processes=2), timeout=60)
         wait_for(lambda: len(feeds.polls("b")) >= 2, timeout=30)
         replace_file(first, config_text(redis_url, feeds, receiver, ["a", "c"], "alpha"))
