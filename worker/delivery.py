@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from worker import channels, metrics
+from worker.adapters import rqcompat
 from worker.adapters.webhook import SendOutcome
 from worker.core.errors import DeliveryError, PermanentDeliveryError
 from worker.core.lanes import Limits
@@ -154,7 +155,7 @@ def settle_failure(rt: Runtime, pending: Pending, error: DeliveryError) -> None:
     if isinstance(error, PermanentDeliveryError) or pending.tries_left <= 0 or not retries:
         fail_for_good(rt, delivery, error)
         return
-    configured = retries[min(max(len(retries) - pending.tries_left, 0), len(retries) - 1)]
+    configured = retries[rqcompat.retry_index(len(retries), pending.tries_left)]
     wait = next_retry_delay(int(configured.total_seconds()), error.retry_after, rt.random())
     metrics.count_delivery(rt.redis, delivery.alert, delivery.channel, "retried")
     log.warning(

@@ -247,9 +247,13 @@ def set_next_retry_wait(job: Any, seconds: int) -> None:
 
 
 def _retry_index(job: Any) -> int:
-    # RQ takes retry_intervals[len - retries_left] (Job.get_retry_interval).
-    count = len(job.retry_intervals)
-    return min(max(count - int(job.retries_left), 0), count - 1)
+    return retry_index(len(job.retry_intervals), int(job.retries_left))
+
+
+def retry_index(intervals: int, retries_left: int) -> int:
+    """Which of `intervals` retry waits comes next with `retries_left` tries left, as RQ picks it
+    (Job.get_retry_interval: intervals[len - retries_left], the last one repeated)."""
+    return min(max(intervals - retries_left, 0), intervals - 1)
 
 
 def died_with_its_worker(error: BaseException) -> bool:
