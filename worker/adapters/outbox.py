@@ -179,11 +179,9 @@ class Outbox:
     def hand_back(self, claims: Sequence[tuple[Delivery, str]], now: datetime) -> None:
         """Deliveries a worker will not send after all (it is stopping): claims given back and
         their held jobs due now, tries unchanged, for any worker to take. One round trip."""
-        script = self.connection.register_script(_RELEASE_CLAIM)
         with self.connection.pipeline(transaction=False) as pipe:
             for delivery, token in claims:
-                state = keys.delivery_state(delivery.delivery_id)
-                script(keys=[state], args=[f"sending:{token}"], client=pipe)
+                pipe.eval(_RELEASE_CLAIM, 1, keys.delivery_state(delivery.delivery_id), f"sending:{token}")
             due = {delivery.delivery_id: now for delivery, _ in claims}
             rqcompat.move_scheduled(self.deliveries_queue, due, pipe)
             pipe.execute()
@@ -191,12 +189,11 @@ class Outbox:
     def keep(self, claims: Sequence[tuple[Delivery, str]], now: datetime) -> None:
         """Deliveries still waiting in a worker's sender: their claims (where still ours) and
         their held jobs renewed, in one round trip."""
-        script = self.connection.register_script(_EXTEND_CLAIM)
         lease_ms = int(self.lease.total_seconds() * 1000)
         with self.connection.pipeline(transaction=False) as pipe:
             for delivery, token in claims:
                 state = keys.delivery_state(delivery.delivery_id)
-                script(keys=[state], args=[f"sending:{token}", lease_ms], client=pipe)
+                pipe.eval(_EXTEND_CLAIM, 1, state, f"sending:{token}", lease_ms)
             held = {delivery.delivery_id: now + self.hold for delivery, _ in claims}
             rqcompat.move_scheduled(self.deliveries_queue, held, pipe)
             pipe.execute()
@@ -287,12 +284,9 @@ class Outbox:
 
     def release_many(self, claims: Sequence[tuple[Delivery, str]]) -> None:
         """Give claims back unsent (each only if still ours), in one round trip."""
-        script = self.connection.register_script(_RELEASE_CLAIM)
         with self.connection.pipeline(transaction=False) as pipe:
             for delivery, token in claims:
-                script(
-                    keys=[keys.delivery_state(delivery.delivery_id)], args=[f"sending:{token}"], client=pipe
-                )
+                pipe.eval(_RELEASE_CLAIM, 1, keys.delivery_state(delivery.delivery_id), f"sending:{token}")
             pipe.execute()
 
     def mark_sent(self, delivery: Delivery, cancel_job: bool = False) -> None:
