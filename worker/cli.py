@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,7 +16,14 @@ from typing import Any
 import redis
 
 from worker import __version__
-from worker.config import READ_ONLY_COMMANDS, Config, address_warnings, load_config, query_warnings
+from worker.config import (
+    CONFIG_SNAPSHOT_ENV,
+    READ_ONLY_COMMANDS,
+    Config,
+    address_warnings,
+    load_config,
+    query_warnings,
+)
 from worker.core.errors import ConfigError, DeliveryError
 from worker.core.text import printable
 from worker.core.units import parse_duration
@@ -116,10 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Commands that send nothing do not need the channels' secrets (Config.unavailable).
         config = load_config(args.config, read_only=args.command in READ_ONLY_COMMANDS)
     except ConfigError as e:
-        print(f"newswatch: invalid configuration ({len(e.problems)} problem(s)):", file=sys.stderr)
-        for problem in e.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        last_valid = _last_valid_config(args, e)
+        if last_valid is None:
+            print(f"newswatch: invalid configuration ({len(e.problems)} problem(s)):", file=sys.stderr)
+            for problem in e.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        config = last_valid
     if args.command == "check-config":
         return _check_config(config)
     if args.command == "preview" and (args.feed is None) == (args.url is None):
@@ -136,6 +148,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except redis.ConnectionError as e:
         print(_unreachable(config, e), file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _last_valid_config(args: argparse.Namespace, error: ConfigError) -> Config | None:
+    """A child of `newswatch run` (re)started while the file is invalid: the last config the
+    supervisor found valid, with the file's path (a reload reads the file again), or None."""
+    snapshot = os.environ.get(CONFIG_SNAPSHOT_ENV)
+    if args.command not in DAEMONS or not getattr(args, "supervisor", None) or not snapshot:
+        return None
+    try:
+        config = load_config(snapshot)
+    except ConfigError:
+        return None
+    log = logging.getLogger("newswatch")
+    log.error(
+        "the config file is invalid (%d problem(s)); running the last config `newswatch run` "
+        "found valid until the file is fixed",
+        len(error.problems),
+    )
+    for problem in error.problems:
+        log.error("  %s", problem)
+    return dataclasses.replace(config, path=args.config or config.path)
 
 
 def _unreachable(config: Config, error: redis.ConnectionError) -> str:

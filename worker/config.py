@@ -47,6 +47,10 @@ from worker.core.text import fold
 from worker.core.units import parse_duration, parse_fraction, parse_size
 
 DEFAULT_CONFIG = "config/newswatch.yaml"
+# Set by `newswatch run` for its children: a private copy of the last config the supervisor
+# found valid. A child that starts (or restarts after a crash) while the file is invalid runs
+# that one instead of exiting, until the file is fixed (worker.supervisor.ConfigSnapshot).
+CONFIG_SNAPSHOT_ENV = "NEWSWATCH_CONFIG_SNAPSHOT"
 DEFAULT_CHANNEL = "console"
 # `make run` writes the URL of the Redis it runs here (relative to the checkout, the working
 # directory of every command run next to it) and removes it when it stops; see load_config.

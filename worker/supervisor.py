@@ -7,17 +7,26 @@ on its own is restarted with a growing delay.
 A live reload (SIGHUP, the config file changing) is validated here first: a bad config is
 refused with check-config's messages and the children never hear of it; a valid one is passed
 on as SIGHUP to each child, which loads it again and applies it (worker.reload).
+
+A child that crashes while the file holds a refused config would fail to start again and
+again: every valid config the supervisor accepts is kept as a private copy (ConfigSnapshot),
+and a child that finds the file invalid when it starts runs that copy instead (worker.cli).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from worker.config import Config
+from worker.config import CONFIG_SNAPSHOT_ENV, Config, load_config
+from worker.core.errors import ConfigError
 from worker.reload import Reloader
 
 log = logging.getLogger("newswatch.supervisor")
@@ -35,12 +44,48 @@ class _Child:
     started_at: float = field(default=0.0)
 
 
+class ConfigSnapshot:
+    """The last valid config file's text, in a private directory (it may hold secrets written
+    into the file): copied, validated as a copy, then renamed into place, so the copy is valid
+    whatever the file turned into meanwhile."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.directory = Path(tempfile.mkdtemp(prefix="newswatch-config-"))
+        self.path = self.directory / Path(source).name
+
+    def take(self) -> bool:
+        """A copy of the file as it is now, if it is valid; else the last copy stays."""
+        candidate = self.path.with_name(self.path.name + ".new")
+        try:
+            candidate.write_bytes(Path(self.source).read_bytes())
+            load_config(str(candidate))
+        except (OSError, ConfigError) as e:
+            candidate.unlink(missing_ok=True)
+            log.warning("kept the last valid config for restarts (the file did not validate: %s)", e)
+            return False
+        os.replace(candidate, self.path)
+        return True
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 class Supervisor:
     def __init__(self, programs: dict[str, list[str]], config: Config | None = None) -> None:
         self.children = [_Child(name, argv) for name, argv in programs.items()]
         self.reloader = Reloader(config, self._forward_reload) if config is not None else None
+        self.snapshot: ConfigSnapshot | None = None
+        if config is not None:
+            try:
+                self.snapshot = ConfigSnapshot(config.path)
+            except OSError as e:  # no writable temp directory: children then need the file
+                log.warning("no copy of the config for restarts (%s): a child restarted while "
+                            "the file is invalid will not start", e)  # fmt: skip
 
     def _forward_reload(self, config: Config) -> None:
+        if self.snapshot is not None:
+            self.snapshot.take()
         for child in list(self.children):
             process = child.process
             if process is not None and process.poll() is None:
@@ -52,14 +97,19 @@ class Supervisor:
         # a reload passed on while it starts up must not end it (its reloader then reads the
         # file once more). Runs in the main thread, as signal handlers must be set there.
         previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        env = dict(os.environ)
+        if self.snapshot is not None and self.snapshot.path.exists():
+            env[CONFIG_SNAPSHOT_ENV] = str(self.snapshot.path)
         try:
-            child.process = subprocess.Popen(child.argv, start_new_session=True)
+            child.process = subprocess.Popen(child.argv, start_new_session=True, env=env)
         finally:
             signal.signal(signal.SIGHUP, previous)
         child.started_at = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.process.pid)
 
     def run(self) -> int:
+        if self.snapshot is not None:
+            self.snapshot.take()
         for child in self.children:
             self._start(child)
         if self.reloader is not None:
@@ -74,6 +124,8 @@ class Supervisor:
             if self.reloader is not None:
                 self.reloader.stop()
             self._stop_all()
+            if self.snapshot is not None:
+                self.snapshot.remove()
         return 0
 
     def _tend(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -288,6 +289,59 @@ def test_a_broken_config_is_refused_and_the_old_one_keeps_running(
     )  # no child heard of it
     assert "Traceback" not in text
     assert_once_each(receiver, "/picked")
+
+
+def children_of(pid: int, role: str) -> list[int]:
+    """The pids of a process's children that run `role` (scheduler, worker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and role.encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_worker_that_crashes_while_the_file_is_invalid_comes_back_on_the_last_valid_config(
+    tmp_path: Path, redis_url: str, feeds: Feeds, receiver: SlowReceiver
+) -> None:
+    """Without the supervisor's copy of the last valid config, the restarted worker read the
+    broken file, exited 2, and was restarted into the same failure until the file was fixed."""
+    feeds.serve("a")
+    config = tmp_path / "newswatch.yaml"
+    good = config_text(redis_url, feeds, receiver, ["a"], "alpha")
+    config.write_text(good, encoding="utf-8")
+    probe = tmp_path / "probe.yaml"  # `status` cannot read the broken file: the good one
+    probe.write_text(good, encoding="utf-8")
+    run = start_run(config, tmp_path)
+    log = tmp_path / "run.log"
+    try:
+        old = wait_for(lambda: running_everywhere(config), timeout=60)
+        config.write_text(good.replace('query: "alpha"', 'query: "alpha AND"'), encoding="utf-8")
+        wait_for(lambda: "reload refused" in log.read_text(), timeout=30)
+        before = set(revisions(probe))
+        victim = children_of(run.pid, "worker")[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: "exited with code -9" in log.read_text(), timeout=30)
+        # A new worker registers, on the revision the others run (the killed one's record
+        # lingers until it goes stale, so the count of processes would prove nothing).
+        wait_for(lambda: any(r == old for p, r in revisions(probe).items() if p not in before), timeout=60)
+        assert "exited with code 2" not in log.read_text()
+        assert "running the last config `newswatch run` found valid" in log.read_text()
+        title = feeds.publish("a", "alpha after the crash")
+        wait_for(lambda: title in receiver.titles("/picked"), timeout=30)
+        # Fixed: the reload reaches every process, the restarted worker too.
+        config.write_text(good.replace('query: "alpha"', 'query: "beta"'), encoding="utf-8")
+        wait_for(lambda: (r := set(revisions(probe).values()) - {old}) and len(r) == 1, timeout=60)
+    finally:
+        stop_processes(run)
+    assert "Traceback" not in log.read_text()
 
 
 def test_newswatch_reload_signals_the_daemon_and_status_shows_the_new_revision(
