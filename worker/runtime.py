@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-import httpcore
 import redis
 from rq import Queue
 
@@ -102,11 +101,10 @@ class Runtime:
         return http_fetch.client(polling.allow_private_addresses, polling.concurrency + 16)
 
     @cached_property
-    def delivery_http(self) -> httpcore.ConnectionPool:
-        """Webhook posts: a pool of their own, with a connection kept alive for every send that
-        may be in flight (the polls' pools keep 8 per server: a burst would reconnect)."""
-        delivery = self.settings.delivery
-        return webhook.connection_pool(self.settings.polling.allow_private_addresses, delivery.concurrency)
+    def delivery_http(self) -> webhook.PoolPerThread:
+        """Webhook posts: connections of their own, one kept alive per sender thread and
+        receiver (the polls' pools keep 8 per server: a burst would reconnect)."""
+        return webhook.PoolPerThread(self.settings.polling.allow_private_addresses)
 
     @cached_property
     def smtp_sessions(self) -> SmtpSessions:
@@ -135,7 +133,7 @@ _BUILT_FROM: dict[str, Callable[[Settings], object]] = {
     "story_index": lambda s: (s.stories, s.archive),
     "archive": lambda s: s.archive,
     "http": lambda s: (s.polling.allow_private_addresses, s.polling.concurrency),
-    "delivery_http": lambda s: (s.polling.allow_private_addresses, s.delivery.concurrency),
+    "delivery_http": lambda s: s.polling.allow_private_addresses,
 }
 
 _CONNECTION = {"socket_connect_timeout": 5, "socket_timeout": 30, "health_check_interval": 30,

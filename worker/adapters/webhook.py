@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import httpcore
 import httpx
@@ -31,21 +33,39 @@ class SendOutcome:
     detail: str  # what the receiver answered, for people (test-alert, logs)
 
 
-def connection_pool(allow_private: bool, in_flight: int) -> httpcore.ConnectionPool:
-    """A worker's pool for webhook posts: a connection kept alive for every post that may be in
-    flight, so a burst to one receiver reuses them (TLS handshakes included) instead of opening
-    new ones. The same guarded backend as feed fetches: deadlines, the URL guard."""
-    return httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=in_flight + 4,  # a few spare: a connection closing frees its slot late
-        max_keepalive_connections=in_flight,
-        keepalive_expiry=30.0,
-        network_backend=GuardedBackend(allow_private),
-    )
+class PoolPerThread:
+    """A worker's connections for webhook posts: an httpcore pool per sending thread, each
+    keeping a connection alive to each of up to `hosts` receivers, so a burst to one receiver
+    reuses one connection per sender thread (TLS handshakes included) instead of opening new
+    ones. All pools share the TLS context and the guarded backend of feed fetches (deadlines,
+    the URL guard).
+
+    Not one pool for all threads: at every request and every release httpcore's pool checks
+    each connection against each waiting request under its lock, and with 16 posts in flight
+    on ~20 connections that was ~400 checks per post, as much CPU as the post itself (yappi,
+    docs/performance.md). A thread sends one post at a time: its own pool has nothing to scan."""
+
+    def __init__(self, allow_private: bool, hosts: int = 8) -> None:
+        self._ssl = httpx.create_ssl_context(trust_env=False)
+        self._backend = GuardedBackend(allow_private)
+        self._hosts = hosts
+        self._local = threading.local()
+
+    def request(self, method: str, url: httpcore.URL, **kwargs: Any) -> httpcore.Response:
+        pool: httpcore.ConnectionPool | None = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = httpcore.ConnectionPool(
+                ssl_context=self._ssl,
+                max_connections=self._hosts,  # one post at a time: the rest are kept alive
+                max_keepalive_connections=self._hosts,
+                keepalive_expiry=30.0,
+                network_backend=self._backend,
+            )
+        return pool.request(method, url, **kwargs)
 
 
 def send_webhook(
-    http: HostPools | httpcore.ConnectionPool,
+    http: HostPools | PoolPerThread,
     url: str,
     secret: str | None,
     delivery: Delivery,
