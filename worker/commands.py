@@ -33,12 +33,13 @@ from worker.core.schedule import LATE
 from worker.core.text import printable
 from worker.core.units import format_duration
 from worker.logs import rq_level
-from worker.polling import PollOutcome, poll_feed, poll_threads
 from worker.runtime import Runtime, connect
 from worker.tables import print_table
 
 if TYPE_CHECKING:
     from rq.worker import BaseWorker
+
+    from worker.polling import PollOutcome
 
 log = logging.getLogger("newswatch")
 T = TypeVar("T")
@@ -163,6 +164,10 @@ def channel_names(config: Config) -> list[str]:
 
 def poll_feeds(rt: Runtime, feeds: Sequence[FeedConfig]) -> int:
     """Poll these feeds once, with the scheduler's threads; one line per feed, then the timing."""
+    # Polling and every source's parser load only where polls run: a worker process starts
+    # without them (a third of its start-up CPU).
+    from worker.polling import poll_threads
+
     failed = 0
     # Feeds are fetched in parallel like the scheduler does; the lines come out in config order.
     polling = rt.settings.polling
@@ -192,6 +197,8 @@ def poll_feeds(rt: Runtime, feeds: Sequence[FeedConfig]) -> int:
 def _poll_one(rt: Runtime, feed: FeedConfig) -> PollOutcome:
     """One feed's poll; Redis refusing a command (garbage the poll did not expect) is that
     feed's error, not the end of every other feed's poll."""
+    from worker.polling import PollOutcome, poll_feed
+
     try:
         return poll_feed(rt, feed, force=True)
     except redis.ResponseError as e:
