@@ -10,7 +10,13 @@ import pytest
 
 from worker.core.charsets import DASHES, IGNORABLE_RANGES
 from worker.core.mail import subject_line
-from worker.core.matcher import TermIndex, normalize, normalize_mapped
+from worker.core.matcher import (
+    TermIndex,
+    _mapped_by_characters,
+    _mapped_in_place,
+    normalize,
+    normalize_mapped,
+)
 from worker.core.query import all_terms, evaluate, make_term, parse_query, parse_term_list
 from worker.core.text import fold, one_line
 
@@ -180,6 +186,29 @@ def test_the_mapped_text_is_what_the_matcher_reads() -> None:
             source = text[start:end]
             assert 0 <= start < end <= len(text)
             assert ch == " " or ch in fold(unicodedata.normalize("NFC", source)), ascii(text)
+
+
+def test_the_in_place_mapping_is_the_character_by_character_one() -> None:
+    """The quick way (words by ranges) gives exactly what the long way gives, and it is the way
+    the usual German headline takes: umlauts, ß, a hyphen and a spaced dash."""
+    headline = "Ärger über KI-Chips: DeepSeek verschiebt Modellstart – Straße, Köln "
+    assert _mapped_in_place(headline) == _mapped_by_characters(headline)
+    assert _mapped_in_place(headline) is not None
+    assert _mapped_in_place("Deep\u00adSeek") is None  # an invisible character: the long way
+    alphabet = [
+        *"aAoOuUsSiI  \n\t-–.'’",
+        *["ä", "Ä", "ß", "ẞ", "İ", "ﬃ", "Σ", "ς", "\u212b", "\u0308", "\u0301", "\u1100", "\u1161"],
+        *["\x01", "\U0001f600", "\u00a0", "\u2014", "\u2011", "\u00ad", "\u0f73", "\u3000"],
+    ]
+    rng = random.Random(23)
+    taken = 0
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+        quick = _mapped_in_place(text)
+        if quick is not None:
+            taken += 1
+            assert quick == _mapped_by_characters(text), ascii(text)
+    assert taken > 1000  # the comparison ran on many texts, not on none
 
 
 def test_terms_are_normalised_like_the_text() -> None:

@@ -74,7 +74,64 @@ class Normalised:
 
 def normalize_mapped(text: str) -> Normalised:
     """normalize(text) with where each character came from, for highlights that must point at
-    the text as the feed wrote it. Slow (Python per character): not for the hot path."""
+    the text as the feed wrote it. Off the hot path."""
+    return _mapped_in_place(text) or _mapped_by_characters(text)
+
+
+def _mapped_in_place(text: str) -> Normalised | None:
+    """The usual text: NFC already, no invisible characters, and each character folding on its
+    own to one separator (a space or a dash) or to letters (ä: ae). Then normalize() gives each
+    word's folds in place, and one space per run of separators between words, from the run's
+    first character: found by one regular expression, with Python per word (per character only
+    in words with a widening character), not per character and cluster. None for any other."""
+    if IGNORABLE.search(text) is not None or not unicodedata.is_normalized("NFC", text):
+        return None
+    kinds = {ch: _kind(ch) for ch in set(text)}
+    if -1 in kinds.values():
+        return None
+    separators = "".join(sorted(ch for ch, kind in kinds.items() if kind == 0))
+    widths = {ch: kind for ch, kind in kinds.items() if kind > 1}
+    starts: list[int] = []
+    previous_end = -1
+    for word in _words(separators).finditer(text):
+        start, end = word.span()
+        if previous_end >= 0:
+            starts.append(previous_end)  # the space: the first separator after the last word
+        previous_end = end
+        starts += range(start, end)
+    if widths:  # ä -> ae: both letters come from the ä; text order is index order
+        for ch, width in widths.items():
+            at = text.find(ch)
+            while at >= 0:
+                starts += [at] * (width - 1)
+                at = text.find(ch, at + 1)
+        starts.sort()
+    normalised = normalize(text)
+    if len(normalised) != len(starts):  # never seen; the long way is right by construction
+        return None
+    return Normalised(normalised, tuple(starts), tuple(start + 1 for start in starts))
+
+
+@lru_cache(maxsize=8192)
+def _kind(ch: str) -> int:
+    """For _mapped_in_place: 0 for a separator (its fold is one space or dash), the width of its
+    fold for a letter, -1 for a character that vanishes or folds to a separator and more."""
+    folded = _fold_cluster(ch)
+    if len(folded) == 1 and (folded.isspace() or folded in _DASH_SET):
+        return 0
+    if not folded or any(c.isspace() or c in _DASH_SET for c in folded):
+        return -1
+    return len(folded)
+
+
+@lru_cache(maxsize=256)
+def _words(separators: str) -> re.Pattern[str]:
+    """Runs of characters that are not among `separators` (texts share a few sets of them)."""
+    return re.compile(f"[^{re.escape(separators)}]+" if separators else ".+", re.DOTALL)
+
+
+def _mapped_by_characters(text: str) -> Normalised:
+    """normalize_mapped for any text: Python per character and cluster."""
     chars: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
