@@ -64,6 +64,7 @@ def worker(
 ) -> int:
     rt = connect(config).warm()
     jobs.install(rt)
+    rqcompat.close_connections_in_forked_children(rt.redis)
     if metrics_port:
         metrics.serve(
             metrics_port, config.settings.metrics.bind, rt.redis, lambda: [f.name for f in rt.settings.feeds]

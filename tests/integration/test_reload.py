@@ -312,7 +312,9 @@ def test_a_worker_that_crashes_while_the_file_is_invalid_comes_back_on_the_last_
     tmp_path: Path, redis_url: str, feeds: Feeds, receiver: SlowReceiver
 ) -> None:
     """Without the supervisor's copy of the last valid config, the restarted worker read the
-    broken file, exited 2, and was restarted into the same failure until the file was fixed."""
+    broken file, exited 2, and was restarted into the same failure until the file was fixed.
+    The worker killed is the one that forked RQ's scheduler: before its forked children closed
+    their copies of its Redis sockets, the item published after the kill was never processed."""
     feeds.serve("a")
     config = tmp_path / "newswatch.yaml"
     good = config_text(redis_url, feeds, receiver, ["a"], "alpha")
@@ -326,8 +328,13 @@ def test_a_worker_that_crashes_while_the_file_is_invalid_comes_back_on_the_last_
         config.write_text(good.replace('query: "alpha"', 'query: "alpha AND"'), encoding="utf-8")
         wait_for(lambda: "reload refused" in log.read_text(), timeout=30)
         before = set(revisions(probe))
-        victim = children_of(run.pid, "worker")[0]
-        os.kill(victim, signal.SIGKILL)
+        # The worker that forked RQ's scheduler: its child kept the worker's Redis sockets open,
+        # so a BLPOP it was killed in stayed open at Redis and swallowed the next job.
+        victim = wait_for(
+            lambda: next((w for w in children_of(run.pid, "worker") if children_of(w, "worker")), None),
+            timeout=30,
+        )
+        os.kill(victim, signal.SIGKILL)  # the worker alone, as the OOM killer would
         wait_for(lambda: "exited with code -9" in log.read_text(), timeout=30)
         # A new worker registers, on the revision the others run (the killed one's record
         # lingers until it goes stale, so the count of processes would prove nothing).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -40,6 +41,26 @@ HEARTBEAT_MARGIN = 15
 FALLBACK_JOB_TIMEOUT = 300
 # The names RQ gives the exceptions it hands to on_failure for jobs whose worker died.
 DEAD_WORKER_ERRORS = ("AbandonedJobError", "WorkHorseKilled")
+
+
+def close_connections_in_forked_children(connection: redis.Redis) -> None:
+    """RQ forks its scheduler from the worker (and, with --fork, a work horse for each job). A
+    forked child inherits the worker's Redis sockets, and its pool would only drop them, not
+    close them, when it first talks to Redis (the scheduler's sockets stayed open for its whole
+    life). Killed while it waited in BLPOP on one of them (SIGKILL, the OOM killer), the worker
+    then left that wait open at Redis, which handed the next job to it: a job nobody reads,
+    marked queued but in no queue, its items lost. So a forked child closes its copies at once
+    (another pid: the close does not shut the socket down for the parent) and its pool opens
+    its own when it needs them. Runs in the child, single-threaded: no lock is taken."""
+    pool = connection.connection_pool
+
+    def close_copies() -> None:
+        inherited = [*getattr(pool, "_available_connections", []), *getattr(pool, "_in_use_connections", [])]
+        for inherited_connection in inherited:
+            with contextlib.suppress(Exception):  # a child must start whatever a socket does
+                inherited_connection.disconnect()
+
+    os.register_at_fork(after_in_child=close_copies)
 
 
 def schedule_job(queue: Queue, job: Job, at: datetime, pipe: Pipeline) -> None:
