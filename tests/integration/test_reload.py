@@ -7,6 +7,7 @@ broken config refused while the old one keeps running; `newswatch reload` and th
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -323,6 +324,7 @@ def test_a_worker_that_crashes_while_the_file_is_invalid_comes_back_on_the_last_
     probe.write_text(good, encoding="utf-8")
     run = start_run(config, tmp_path)
     log = tmp_path / "run.log"
+    orphans: list[int] = []
     try:
         old = wait_for(lambda: running_everywhere(config), timeout=60)
         config.write_text(good.replace('query: "alpha"', 'query: "alpha AND"'), encoding="utf-8")
@@ -334,6 +336,7 @@ def test_a_worker_that_crashes_while_the_file_is_invalid_comes_back_on_the_last_
             lambda: next((w for w in children_of(run.pid, "worker") if children_of(w, "worker")), None),
             timeout=30,
         )
+        orphans += children_of(victim, "worker")  # its RQ scheduler outlives it: killed below
         os.kill(victim, signal.SIGKILL)  # the worker alone, as the OOM killer would
         wait_for(lambda: "exited with code -9" in log.read_text(), timeout=30)
         # A new worker registers, on the revision the others run (the killed one's record
@@ -348,6 +351,9 @@ def test_a_worker_that_crashes_while_the_file_is_invalid_comes_back_on_the_last_
         wait_for(lambda: (r := set(revisions(probe).values()) - {old}) and len(r) == 1, timeout=60)
     finally:
         stop_processes(run)
+        for orphan in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(orphan, signal.SIGKILL)
     assert "Traceback" not in log.read_text()
 
 
