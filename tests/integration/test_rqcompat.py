@@ -16,6 +16,7 @@ import pytest
 import redis
 import rq.exceptions
 from rq import Callback, Queue, Retry, SimpleWorker
+from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus, get_current_job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -363,3 +364,25 @@ def test_move_scheduled_moves_held_jobs_and_leaves_others_alone(queue: Queue) ->
         rqcompat.move_scheduled(queue, {"moved": due}, pipe)
         pipe.execute()
     assert ScheduledJobRegistry(queue=queue).get_job_ids() == []
+
+
+@pytest.mark.parametrize("fork", [False, True], ids=["simple", "forking"])
+def test_a_job_re_run_after_its_worker_died_finishes_once_the_dead_run_s_record_expired(
+    queue: Queue, fork: bool
+) -> None:
+    """RQ keeps an execution's id in its job's execution registry 60 s longer than the
+    execution's hash. A killed worker's batch is found abandoned when the hash expires, and
+    re-runs at once; on success RQ deletes the job (result_ttl=0) and reads every execution in
+    that registry: `ValueError: Execution … not found in Redis`. Its retries failed the same
+    way, and a batch that had done its work ended in the failed registry."""
+    job = make_job(queue, record, "re-run", result_ttl=0, retry=Retry(max=2))
+    with queue.connection.pipeline() as pipe:
+        dead = Execution.create(job, ttl=60, pipeline=pipe, worker_name="killed")
+        pipe.execute()
+    queue.connection.delete(dead.key)  # expired; its ids in the registries have not
+    queue.enqueue_job(job)
+    queues.worker(queue.connection, [queue.name], fork=fork).work(burst=True)
+    assert fork or CALLS == ["re-run"]  # a work horse records in its own memory
+    assert rqcompat.failed_count(queue) == 0
+    assert not queue.connection.exists(Job.key_for("re-run"), ExecutionRegistry(job.id, queue.connection).key)
+    assert rqcompat.started_count(queue) == 0

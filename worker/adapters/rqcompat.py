@@ -21,6 +21,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 from rq import Queue, Retry, SimpleWorker, Worker, get_current_job, worker_registration
+from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.registry import (
     CanceledJobRegistry,
@@ -378,7 +379,45 @@ class _OneConfigPerJob:
             super().execute_job(job, queue)  # type: ignore[misc]
 
 
-class NewswatchWorker(_OneConfigPerJob, _ExpectedFailuresInOneLine, SimpleWorker):
+class _ExpiredRunsForgotten:
+    """RQ keeps an execution's id in its job's execution registry 60 s longer than the
+    execution's hash. A worker killed during a job leaves both behind; the job is found abandoned
+    when the hash expires and runs again at once. Deleting it on success (result_ttl=0: item
+    batches) then reads every execution in that registry, and RQ 2.12 raised `ValueError:
+    Execution … not found in Redis` for the dead one: each retry failed the same way, and a batch
+    that had done its work ended in the failed registry. So those ids go first."""
+
+    execution: Any
+    default_result_ttl: int
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry) -> None:
+        if job.get_result_ttl(self.default_result_ttl) == 0:
+            forget_expired_executions(job, self.execution.id if self.execution is not None else None)
+        super().handle_job_success(job, queue, started_job_registry)  # type: ignore[misc]
+
+
+def forget_expired_executions(job: Job, running: str | None) -> list[str]:
+    """Drop the ids of the job's executions other than `running` whose records expired, from
+    its execution registry and the started registry. One round trip when there are none.
+    Returns the ids dropped."""
+    registry = ExecutionRegistry(job_id=job.id, connection=job.connection)
+    ids: list[bytes] = job.connection.zrange(registry.key, 0, -1)  # type: ignore[assignment]
+    others = [i.decode() for i in ids if i.decode() != running]
+    if not others:
+        return []
+    with job.connection.pipeline(transaction=False) as pipe:
+        for execution_id in others:
+            pipe.exists(Execution(execution_id, job.id, job.connection).key)
+        expired = [i for i, exists in zip(others, pipe.execute(), strict=True) if not exists]
+    if expired:
+        with job.connection.pipeline(transaction=False) as pipe:
+            pipe.zrem(registry.key, *expired)
+            pipe.zrem(job.started_job_registry.key, *(f"{job.id}:{i}" for i in expired))
+            pipe.execute()
+    return expired
+
+
+class NewswatchWorker(_ExpiredRunsForgotten, _OneConfigPerJob, _ExpectedFailuresInOneLine, SimpleWorker):
     """The default: jobs run in the worker process itself. RQ's forking worker spends ~10 ms per
     job on fork() and a fresh process (and our runtime's HTTP client and TLS context with it);
     that caps deliveries at a few dozen per second and worker. The price is isolation: a job that
@@ -410,7 +449,7 @@ def stop_requested(worker: BaseWorker) -> bool:
     return getattr(worker, "_shutdown_requested_date", None) is not None
 
 
-class NewswatchForkingWorker(_OneConfigPerJob, _ExpectedFailuresInOneLine, Worker):
+class NewswatchForkingWorker(_ExpiredRunsForgotten, _OneConfigPerJob, _ExpectedFailuresInOneLine, Worker):
     """`newswatch worker --fork`: every job in a forked work horse, for isolation over speed."""
 
     def get_heartbeat_ttl(self, job: Any) -> int:
