@@ -65,6 +65,7 @@ def worker(
     rt = connect(config).warm()
     jobs.install(rt)
     rqcompat.close_connections_in_forked_children(rt.redis)
+    rqcompat.forked_children_stop_with_the_worker()
     if metrics_port:
         metrics.serve(
             metrics_port, config.settings.metrics.bind, rt.redis, lambda: [f.name for f in rt.settings.feeds]

@@ -93,7 +93,8 @@ channels:
     processes = [
         start(["scheduler"], str(config), env, tmp_path / "scheduler.log"),
         start(["worker", "--name", "w1"], str(config), env, tmp_path / "w1.log"),
-        start(["worker", "--name", "w2"], str(config), env, tmp_path / "w2.log"),
+        # w2 runs each job in a forked work horse (with the hooks every forked child gets)
+        start(["worker", "--name", "w2", "--fork"], str(config), env, tmp_path / "w2.log"),
     ]
     try:
         expected_first = {

@@ -309,13 +309,23 @@ def children_of(pid: int, role: str) -> list[int]:
     return found
 
 
+def running(pid: int) -> bool:
+    """Whether the process runs (not gone, not a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def test_a_worker_that_crashes_while_the_file_is_invalid_comes_back_on_the_last_valid_config(
     tmp_path: Path, redis_url: str, feeds: Feeds, receiver: SlowReceiver
 ) -> None:
     """Without the supervisor's copy of the last valid config, the restarted worker read the
     broken file, exited 2, and was restarted into the same failure until the file was fixed.
     The worker killed is the one that forked RQ's scheduler: before its forked children closed
-    their copies of its Redis sockets, the item published after the kill was never processed."""
+    their copies of its Redis sockets, the item published after the kill was never processed;
+    before they got SIGTERM when it died, the scheduler ran on unsupervised."""
     feeds.serve("a")
     config = tmp_path / "newswatch.yaml"
     good = config_text(redis_url, feeds, receiver, ["a"], "alpha")
@@ -336,9 +346,12 @@ def test_a_worker_that_crashes_while_the_file_is_invalid_comes_back_on_the_last_
             lambda: next((w for w in children_of(run.pid, "worker") if children_of(w, "worker")), None),
             timeout=30,
         )
-        orphans += children_of(victim, "worker")  # its RQ scheduler outlives it: killed below
+        orphans += children_of(victim, "worker")  # its RQ scheduler (killed below if it lingers)
+        assert orphans
         os.kill(victim, signal.SIGKILL)  # the worker alone, as the OOM killer would
         wait_for(lambda: "exited with code -9" in log.read_text(), timeout=30)
+        # The scheduler stops with it, its lock released for the new worker's scheduler.
+        wait_for(lambda: not any(map(running, orphans)), timeout=30)
         # A new worker registers, on the revision the others run (the killed one's record
         # lingers until it goes stale, so the count of processes would prove nothing).
         wait_for(lambda: any(r == old for p, r in revisions(probe).items() if p not in before), timeout=60)

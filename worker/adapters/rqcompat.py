@@ -10,8 +10,11 @@ touches RQ's registries, job hash fields or worker internals.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -62,6 +65,34 @@ def close_connections_in_forked_children(connection: redis.Redis) -> None:
                 inherited_connection.disconnect()
 
     os.register_at_fork(after_in_child=close_copies)
+
+
+_PR_SET_PDEATHSIG = 1  # prctl(2), Linux
+
+
+def forked_children_stop_with_the_worker() -> None:
+    """RQ's scheduler, forked from the worker, outlived a worker killed alone (SIGKILL, the OOM
+    killer): unsupervised, on the config of its day, holding the scheduler lock, until the whole
+    service stopped. So a child the worker's main thread forks (RQ forks there: its scheduler,
+    and with --fork each job's work horse) gets SIGTERM when the worker dies. The scheduler
+    stops as on any SIGTERM, releasing its lock for the restarted worker's own; a work horse
+    stops at once, and its job is re-run as abandoned, as it would be anyway. Elsewhere than
+    Linux nothing changes."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    forking: dict[str, int] = {}
+
+    def before() -> None:
+        forking["parent"] = os.getpid() if threading.current_thread() is threading.main_thread() else 0
+
+    def in_child() -> None:
+        parent = forking.get("parent", 0)
+        if parent and prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0 and os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)  # the worker died before the wish was made
+
+    os.register_at_fork(before=before, after_in_child=in_child)
 
 
 def schedule_job(queue: Queue, job: Job, at: datetime, pipe: Pipeline) -> None:
