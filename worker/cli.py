@@ -185,7 +185,7 @@ def _unreachable(config: Config, error: redis.ConnectionError) -> str:
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
-    from worker import commands, preview
+    from worker import commands
 
     handlers = {
         "run": lambda: commands.run(config, args.workers, args.log_level, args.log_format),
@@ -203,14 +203,20 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         "alerts": lambda: commands.alerts(config, args.since, args.json, args.alert, args.channel),
         "try": lambda: int(_backtest().try_query(config, args.query, args.since, args.feed, args.json)),
         "explain": lambda: int(_backtest().explain_item(config, args.item_id, args.json)),
-        "discover": lambda: preview.discover(config, args.url, args.json),
-        "preview": lambda: preview.preview(config, args.feed, args.url, args.type, args.json),
+        "discover": lambda: int(_preview().discover(config, args.url, args.json)),
+        "preview": lambda: int(_preview().preview(config, args.feed, args.url, args.type, args.json)),
     }
     try:
         return handlers[args.command]()
     except DeliveryError as e:
         print(f"newswatch: {printable(str(e))}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _preview() -> ModuleType:
+    from worker import preview  # the source parsers: a worker has no use for them
+
+    return preview
 
 
 def _backtest() -> ModuleType:
