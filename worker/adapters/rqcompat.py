@@ -433,7 +433,7 @@ def forget_expired_executions(job: Job, running: str | None) -> list[str]:
     Returns the ids dropped."""
     registry = ExecutionRegistry(job_id=job.id, connection=job.connection)
     ids: list[bytes] = job.connection.zrange(registry.key, 0, -1)  # type: ignore[assignment]
-    others = [i.decode() for i in ids if i.decode() != running]
+    others = [i for i in map(bytes.decode, ids) if i != running]
     if not others:
         return []
     with job.connection.pipeline(transaction=False) as pipe:
