@@ -234,3 +234,29 @@ def stop_processes(*processes: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs: not gone, and not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def children_of(pid: int, role: str | None = None) -> list[int]:
+    """The pids of a process's children, only those with `role` (scheduler, worker) among their
+    arguments when given."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if parent == pid and (role is None or role.encode() in argv):
+            found.append(int(entry.name))
+    return found

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from standardwebhooks import Webhook
 
-from tests.conftest import EULERPOOL_RSS, ROOT, LocalServer, Response, wait_for
+from tests.conftest import EULERPOOL_RSS, ROOT, LocalServer, Response, alive, children_of, wait_for
 from tests.integration.mail_servers import start_mail_server
 
 SAMPLE_TITLE = "DeepSeek verschiebt Modellstart nach Problemen mit Huaweis KI-Chips"
@@ -50,20 +50,6 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         env=env,
         timeout=timeout,
     )
-
-
-def children_of(pid: int) -> list[int]:
-    result = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    return [int(p) for p in result.stdout.split()]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0); it is gone for our purposes
-    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
 def test_run_delivers_and_ctrl_c_stops_everything(

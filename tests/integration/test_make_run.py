@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import EULERPOOL_RSS, ROOT, LocalServer, Response, free_port, wait_for
+from tests.conftest import EULERPOOL_RSS, ROOT, LocalServer, Response, alive, free_port, wait_for
 
 CONFIG = """
 redis: {{url: "${{REDIS_URL:-redis://localhost:6379/0}}"}}
@@ -93,14 +93,6 @@ def descendants(pid: int) -> set[int]:
             found.add(child)
             todo.append(child)
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def ctrl_c(make: subprocess.Popen[bytes]) -> None:

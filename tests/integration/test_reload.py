@@ -23,7 +23,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, LocalServer, Request, Response, rss, stop_processes, wait_for
+from tests.conftest import (
+    ROOT,
+    LocalServer,
+    Request,
+    Response,
+    alive,
+    children_of,
+    rss,
+    stop_processes,
+    wait_for,
+)
 from tests.integration.receivers import Answer, SlowReceiver
 
 
@@ -292,32 +302,6 @@ def test_a_broken_config_is_refused_and_the_old_one_keeps_running(
     assert_once_each(receiver, "/picked")
 
 
-def children_of(pid: int, role: str) -> list[int]:
-    """The pids of a process's children that run `role` (scheduler, worker)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid and role.encode() in argv:
-            found.append(int(entry.name))
-    return found
-
-
-def running(pid: int) -> bool:
-    """Whether the process runs (not gone, not a zombie waiting to be reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_a_worker_that_crashes_while_the_file_is_invalid_comes_back_on_the_last_valid_config(
     tmp_path: Path, redis_url: str, feeds: Feeds, receiver: SlowReceiver
 ) -> None:
@@ -351,7 +335,7 @@ def test_a_worker_that_crashes_while_the_file_is_invalid_comes_back_on_the_last_
         os.kill(victim, signal.SIGKILL)  # the worker alone, as the OOM killer would
         wait_for(lambda: "exited with code -9" in log.read_text(), timeout=30)
         # The scheduler stops with it, its lock released for the new worker's scheduler.
-        wait_for(lambda: not any(map(running, orphans)), timeout=30)
+        wait_for(lambda: not any(map(alive, orphans)), timeout=30)
         # A new worker registers, on the revision the others run (the killed one's record
         # lingers until it goes stale, so the count of processes would prove nothing).
         wait_for(lambda: any(r == old for p, r in revisions(probe).items() if p not in before), timeout=60)
