@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import EULERPOOL_RSS, ROOT, LocalServer, Response, stop_processes, wait_for
+from tests.conftest import EULERPOOL_RSS, ROOT, LocalServer, Response, children_of, stop_processes, wait_for
 from tests.integration.helpers import drain, make_runtime
 from worker.adapters import keys, queues, rqcompat
 from worker.commands import status_data
@@ -267,7 +267,7 @@ def test_the_editable_install_prints_no_warning_block(tmp_path: Path) -> None:
         assert wheel.read(pth).decode().strip() == str(tmp_path)  # the project root on sys.path
 
 
-STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(120)"
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('stubborn child ignores SIGTERM', flush=True); time.sleep(120)"
 SUPERVISE = f"""
 import sys
 from worker.logs import configure_logging
@@ -285,9 +285,10 @@ def test_a_second_ctrl_c_while_stopping_leaves_no_child_behind(tmp_path: Path) -
         supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISE], cwd=ROOT, stdout=out, stderr=out)
     children: list[int] = []
     try:
-        wait_for(lambda: "up" in log.read_text(), timeout=30)
-        pgrep = subprocess.run(["pgrep", "-P", str(supervisor.pid)], capture_output=True, text=True)
-        children += [int(p) for p in pgrep.stdout.split()]
+        # The child's own line: "up" was also in the supervisor's ("newswatch.supervisor: started
+        # stubborn"), and a Ctrl-C sent before the child ignored SIGTERM ended it at once.
+        wait_for(lambda: "stubborn child ignores SIGTERM" in log.read_text(), timeout=30)
+        children += children_of(supervisor.pid)
         assert len(children) == 1
         supervisor.send_signal(signal.SIGINT)  # Ctrl-C: SIGTERM to the child, which ignores it
         wait_for(lambda: "stopping 1 processes" in log.read_text(), timeout=30)
