@@ -129,7 +129,7 @@ def test_a_worker_waits_for_room_but_not_for_a_stalled_channel(recorder: Recorde
 
 def test_a_send_that_ends_does_not_wake_every_idle_slot(recorder: Recorder) -> None:
     """Sixteen slots, one entry at a time: each send wakes about one thread, not all sixteen
-    (they woke to find nothing to do: ~5 % of a worker's CPU in a cold ingest)."""
+    (they woke to find nothing to do, in every send of a cold ingest)."""
     recorder.gate.set()  # every send ends at once
     s = sender(recorder, total=16)
     s.submit([f"warm-{n}" for n in range(16)])  # sixteen threads, then idle
