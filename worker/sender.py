@@ -45,8 +45,8 @@ class Sender(Generic[T]):
         self._refresh, self._refresh_every = refresh, refresh_every
         # One lock, two conditions: `_idle` wakes sender threads that wait for work, `_cond`
         # whoever waits for the state to change (room, drain, stop). A send that ended used to
-        # wake every idle thread, to find nothing to do (Condition.notify alone took ~3 % of a
-        # worker's CPU in a cold ingest, the wake-ups more).
+        # wake every idle thread to find nothing to do: 17 looks into the lanes per send with 16
+        # slots, and Condition.notify alone took ~3 % of a worker's CPU in a cold ingest.
         lock = threading.RLock()
         self._cond = threading.Condition(lock)
         self._idle = threading.Condition(lock)

@@ -191,7 +191,7 @@ def test_workers_sigkilled_at_random_points_lose_and_double_nothing(
         daemon.stop()
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)  # its waits (60 + 150 + 150 s) end first, with their message
 def test_a_worker_sigkilled_mid_burst_loses_and_doubles_nothing(
     tmp_path: Path, redis_url: str, http_server: LocalServer
 ) -> None:
